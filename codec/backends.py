@@ -1,0 +1,204 @@
+"""One coding interface over the default model and the CompressAI zoo.
+
+The pipeline and the adaptation stages speak only this interface; a *rate
+index* is a λ grid index (:mod:`codec.rate`) for the variable-rate model and
+a quality level for fixed-rate zoo models.
+
+Latents are a tuple of tensors: ``(y, z)`` for hyperprior models, ``(y,)`` for
+factorized ones, and ``(x,)`` for autoregressive ones (coded by the zoo model
+itself; they cannot be refined).
+"""
+
+from typing import Callable
+
+import torch
+
+from .errors import OptionsError
+from .rate import index_to_lambda, lambda_to_index
+
+RoundFn = Callable[[torch.Tensor, str], torch.Tensor]
+"""A relaxed rounding: (residual tensor, "y" or "z") → rounded tensor, differentiable."""
+
+
+def hard_round(t: torch.Tensor, kind: str) -> torch.Tensor:
+    return torch.round(t)
+
+
+def _bits(likelihoods: torch.Tensor, bound: float = 1e-9) -> torch.Tensor:
+    return -torch.log2(likelihoods.clamp_min(bound)).sum()
+
+
+def eb_likelihood(eb, z_t: torch.Tensor) -> torch.Tensor:
+    """Likelihoods of already-rounded values under a CompressAI EntropyBottleneck.
+
+    ``EntropyBottleneck.forward`` rounds by itself; refinement needs the density
+    at values it rounded (relaxed) on its own, so this is the forward pass minus
+    the quantizer.
+    """
+    c = z_t.size(1)
+    v = z_t.float().transpose(0, 1).reshape(c, 1, -1)
+    # float32 even under bf16 autocast (refinement): the density's matmuls would
+    # otherwise run in bf16 and the rate term would lose its precision
+    with torch.autocast(z_t.device.type, enabled=False):
+        lik = eb._likelihood(v)[0]
+    return lik.reshape(c, z_t.size(0), *z_t.shape[2:]).transpose(0, 1)
+
+
+class VariableRateBackend:
+    """The shipped model (M2 gain, M4 λ_k, M6 bias hooks)."""
+
+    kind = "variable-rate"
+    supports_refine = supports_lambda_k = supports_bias = True
+
+    def __init__(self, net):
+        self.net = net
+
+    @property
+    def device(self):
+        return next(self.net.parameters()).device
+
+    def latent_shape(self, height: int, width: int) -> tuple[int, int]:
+        return -(-height // 64), -(-width // 64)
+
+    def rate_range(self) -> tuple[int, int]:
+        return lambda_to_index(self.net.lmbda_min / 2), lambda_to_index(min(1.0, self.net.lmbda_max * 2))
+
+    def rate_index(self, lmbda: float) -> int:
+        return lambda_to_index(lmbda)
+
+    def rate_lambda(self, rate_index: int) -> float:
+        return index_to_lambda(rate_index)
+
+    def _lmbda(self, rate_index: int) -> torch.Tensor:
+        return torch.tensor([index_to_lambda(rate_index)], device=self.device)
+
+    def encode_latents(self, x, rate_index: int) -> tuple:
+        return self.net.encode_latents(x, self._lmbda(rate_index))
+
+    def rd_terms(self, latents, rate_index: int, round_fn: RoundFn = hard_round, lambda_k=None, bias=None):
+        """Differentiable (x_hat, bits) of latents under a relaxed rounding."""
+        y_g, z = latents
+        eb, gc = self.net.entropy_bottleneck, self.net.gaussian_conditional
+        medians = eb._get_medians()
+        z_t = round_fn(z - medians, "z") + medians
+        z_bits = _bits(eb_likelihood(eb, z_t))
+        scales, means = self.net.hyper_synthesis(z_t)
+        y_t = round_fn(y_g - means, "y") + means
+        y_bits = _bits(gc._likelihood(y_t, scales, means))
+        x_hat = self.net.synthesize(y_t, self._lmbda(rate_index), lambda_k, bias)
+        return x_hat, y_bits + z_bits
+
+    def compress_latents(self, latents, rate_index: int) -> dict:
+        return self.net.compress_latents(*latents)
+
+    @torch.no_grad()
+    def retarget_latents(self, latents, from_index: int, to_index: int) -> tuple:
+        """Latents (refined) at one λ carried to another: rate control's warm start.
+
+        y_g = g_a(x)·gain(λ), so y_g·gain(λ')/gain(λ) keeps the refined content
+        on the new λ's quantization grid; z is re-derived from it by h_a.
+        """
+        y_g, _ = latents
+        ratio = self.net.gain(self._lmbda(to_index)) / self.net.gain(self._lmbda(from_index))
+        y_new = y_g * ratio
+        return y_new, self.net.h_a(y_new).float()
+
+    def synthesize(self, y_hat, rate_index: int, lambda_k=None, bias=None):
+        return self.net.synthesize(y_hat.to(self.device), self._lmbda(rate_index), lambda_k, bias)
+
+    def decompress(self, strings, shape, rate_index: int, lambda_k=None, bias=None):
+        return self.net.decompress(strings, shape, self._lmbda(rate_index), lambda_k, bias)["x_hat"]
+
+
+class ZooBackend:
+    """CompressAI zoo models, one network per quality level."""
+
+    supports_lambda_k = supports_bias = False
+
+    def __init__(self, slug: str, family: str, nets: dict, lambdas: dict):
+        self.slug, self.kind, self.nets, self.lambdas = slug, family, nets, lambdas
+        self.supports_refine = family != "autoregressive"
+
+    @property
+    def device(self):
+        return next(next(iter(self.nets.values())).parameters()).device
+
+    def latent_shape(self, height: int, width: int) -> tuple[int, int]:
+        f = 16 if self.kind == "factorized" else 64
+        return -(-height // 64) * 64 // f, -(-width // 64) * 64 // f
+
+    def rate_range(self) -> tuple[int, int]:
+        return min(self.nets), max(self.nets)
+
+    def rate_index(self, lmbda: float) -> int:
+        return min(self.nets, key=lambda q: abs(torch.tensor(self.lambdas[q] / lmbda).log().item()))
+
+    def rate_lambda(self, rate_index: int) -> float:
+        return self.lambdas[rate_index]
+
+    def net(self, rate_index: int):
+        if rate_index not in self.nets:
+            raise OptionsError(f"{self.slug} has no local weights for quality {rate_index}")
+        return self.nets[rate_index]
+
+    def encode_latents(self, x, rate_index: int) -> tuple:
+        net = self.net(rate_index)
+        if self.kind == "autoregressive":
+            return (x,)
+        y = net.g_a(x)
+        if self.kind == "factorized":
+            return (y,)
+        return (y, net.h_a(torch.abs(y)) if self.kind == "scale-hyperprior" else net.h_a(y))
+
+    def _hyper(self, net, z_t):
+        # .float(): entropy parameters stay float32 when h_s runs under bf16 autocast
+        if self.kind == "scale-hyperprior":
+            return net.h_s(z_t).float(), None
+        scales, means = net.h_s(z_t).float().chunk(2, 1)
+        return scales, means
+
+    def rd_terms(self, latents, rate_index: int, round_fn: RoundFn = hard_round, lambda_k=None, bias=None):
+        if not self.supports_refine:
+            raise OptionsError(f"latent refinement is not available for autoregressive {self.slug}")
+        net = self.net(rate_index)
+        eb = net.entropy_bottleneck
+        if self.kind == "factorized":
+            (y,) = latents
+            med = eb._get_medians()
+            y_t = round_fn(y - med, "y") + med
+            return net.g_s(y_t), _bits(eb_likelihood(eb, y_t))
+        y, z = latents
+        med = eb._get_medians()
+        z_t = round_fn(z - med, "z") + med
+        scales, means = self._hyper(net, z_t)
+        off = means if means is not None else torch.zeros_like(y)
+        y_t = round_fn(y - off, "y") + off
+        bits = _bits(net.gaussian_conditional._likelihood(y_t, scales, means)) + _bits(eb_likelihood(eb, z_t))
+        return net.g_s(y_t), bits
+
+    @torch.no_grad()
+    def compress_latents(self, latents, rate_index: int) -> dict:
+        net = self.net(rate_index)
+        if self.kind == "autoregressive":
+            out = net.compress(latents[0])
+            return {"strings": out["strings"], "shape": tuple(out["shape"]), "y_hat": None}
+        if self.kind == "factorized":
+            (y,) = latents
+            strings = net.entropy_bottleneck.compress(y)
+            y_hat = net.entropy_bottleneck.decompress(strings, y.size()[-2:])
+            return {"strings": [strings], "shape": tuple(y.size()[-2:]), "y_hat": y_hat}
+        y, z = latents
+        z_strings = net.entropy_bottleneck.compress(z)
+        z_hat = net.entropy_bottleneck.decompress(z_strings, z.size()[-2:])
+        scales, means = self._hyper(net, z_hat)
+        idx = net.gaussian_conditional.build_indexes(scales)
+        y_strings = net.gaussian_conditional.compress(y, idx, means=means)
+        y_hat = net.gaussian_conditional.quantize(y, "dequantize", means)
+        return {"strings": [y_strings, z_strings], "shape": tuple(z.size()[-2:]), "y_hat": y_hat}
+
+    def synthesize(self, y_hat, rate_index: int, lambda_k=None, bias=None):
+        return self.net(rate_index).g_s(y_hat)
+
+    @torch.no_grad()
+    def decompress(self, strings, shape, rate_index: int, lambda_k=None, bias=None):
+        return self.net(rate_index).decompress(strings, list(shape))["x_hat"]

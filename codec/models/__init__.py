@@ -1,0 +1,6 @@
+"""Model families. Importing this package fills :data:`codec.registry.MODELS`."""
+
+from .variable_rate import VariableRateHyperprior
+from . import zoo  # noqa: F401  (registers the CompressAI zoo backends)
+
+__all__ = ["VariableRateHyperprior"]

@@ -1,0 +1,209 @@
+"""The default model: a variable-rate mean-scale hyperprior with λ_k decoder
+modulation and decoder bias hooks."""
+
+import copy
+
+import torch
+from compressai.entropy_models import EntropyBottleneck, GaussianConditional
+from compressai.layers import GDN
+from compressai.models import CompressionModel
+from compressai.models.utils import conv, deconv
+from torch import nn
+
+from ..constants import NUM_DECODER_BLOCKS
+from ..layers import BiasBank, ChannelModulation, GainModulator
+from ..registry import register_model
+
+SCALES_MIN, SCALES_MAX, SCALES_LEVELS = 0.11, 256, 64
+
+
+def get_scale_table(min_=SCALES_MIN, max_=SCALES_MAX, levels=SCALES_LEVELS):
+    return torch.exp(torch.linspace(torch.log(torch.tensor(float(min_))), torch.log(torch.tensor(float(max_))), levels))
+
+
+@register_model("metalic-vr")
+class VariableRateHyperprior(CompressionModel):
+    """Mean-scale hyperprior, variable-rate through a λ-driven channel gain.
+
+    Minnen et al. 2018 without the autoregressive context (CompressAI's
+    ``MeanScaleHyperprior`` layout, so decoding is one parallel pass), made
+    variable-rate by Yin et al. 2022's bit-rate modulator (M2), with Jiang et
+    al. 2022's per-block λ_k modulation in the decoder (M4) and L²C decoder
+    bias hooks (M6).
+
+    ::
+
+               ┌ gain(λ) ┐                          ┌ 1/gain(λ) ┐
+        x ─► g_a ─► y ─► × ─► y_g ─► Q ─► ŷ_g ─► × ─► ŷ ─► g_s(λ_1..λ_4, bias idx) ─► x̂
+                           │          ▲ means, scales
+                           ▼          │
+                          h_a ─► z ─► Q ─► ẑ ─► h_s
+
+    g_s is K = 4 blocks; block k is ``modulate(λ_k) → deconv → + bias offset → IGDN``
+    (no IGDN after the last). With no adaptation every λ_k equals λ.
+
+    Typical workflow:
+        1. ``out = model(x, lmbda)`` for training (likelihoods + x̂).
+        2. ``model.update()`` once after training (CDF tables).
+        3. ``y_g, z = model.encode_latents(x, lmbda)``; refine them if you like.
+        4. ``model.compress_latents(y_g, z)`` → strings (entropy coding on CPU, float32).
+        5. ``model.decompress(strings, shape, lmbda, lmbda_k, bias_indices)``.
+
+    .. note::
+        Entropy parameters (means, scales) are always computed on the CPU in
+        float32, whatever device holds the model, so a stream made on a GPU
+        decodes on a CPU.
+    """
+
+    def __init__(self, N: int = 64, M: int = 128, lmbda_min: float = 4e-4, lmbda_max: float = 0.2):
+        super().__init__()
+        self.N, self.M = N, M
+        self.lmbda_min, self.lmbda_max = lmbda_min, lmbda_max
+        self.g_a = nn.Sequential(conv(3, N), GDN(N), conv(N, N), GDN(N), conv(N, N), GDN(N), conv(N, M))
+        self.h_a = nn.Sequential(
+            conv(M, N, stride=1, kernel_size=3), nn.LeakyReLU(inplace=True),
+            conv(N, N), nn.LeakyReLU(inplace=True), conv(N, N),
+        )
+        self.h_s = nn.Sequential(
+            deconv(N, M), nn.LeakyReLU(inplace=True),
+            deconv(M, M * 3 // 2), nn.LeakyReLU(inplace=True),
+            conv(M * 3 // 2, M * 2, stride=1, kernel_size=3),
+        )
+        chans = [M, N, N, N, 3]
+        self.g_s_convs = nn.ModuleList(deconv(chans[k], chans[k + 1]) for k in range(NUM_DECODER_BLOCKS))
+        self.g_s_igdn = nn.ModuleList(GDN(chans[k + 1], inverse=True) for k in range(NUM_DECODER_BLOCKS - 1))
+        self.modulations = nn.ModuleList(
+            ChannelModulation(chans[k], lmbda_min, lmbda_max) for k in range(NUM_DECODER_BLOCKS)
+        )
+        self.bias_bank = BiasBank(chans[1:], strides=[8, 4, 2, 1])
+        self.gain = GainModulator(M, lmbda_min, lmbda_max)
+        self.entropy_bottleneck = EntropyBottleneck(N)
+        self.gaussian_conditional = GaussianConditional(None)
+        self._h_s_cpu = None
+
+    def config(self) -> dict:
+        return {"N": self.N, "M": self.M, "lmbda_min": self.lmbda_min, "lmbda_max": self.lmbda_max}
+
+    # ----- transforms ---------------------------------------------------------------------------
+    def encode_latents(self, x: torch.Tensor, lmbda: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns y_g (B, M, H/16, W/16) and z (B, N, H/64, W/64), float32."""
+        y_g = self.g_a(x).float() * self.gain(lmbda)
+        z = self.h_a(y_g.to(x.dtype) if x.dtype != torch.float32 else y_g).float()
+        return y_g, z
+
+    def hyper_synthesis(self, z_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns (scales_hat, means_hat) for y_g, float32."""
+        scales_hat, means_hat = self.h_s(z_hat).float().chunk(2, 1)
+        return scales_hat, means_hat
+
+    def synthesize(self, y_hat_g: torch.Tensor, lmbda: torch.Tensor, lmbda_k: torch.Tensor | None = None,
+                   bias_indices: torch.Tensor | None = None) -> torch.Tensor:
+        """The decoder: ŷ_g / gain(λ) → 4 modulated blocks → x̂ (not clamped).
+
+        Args:
+            y_hat_g: Tensor (B, M, h, w). Quantized scaled latent.
+            lmbda: Tensor (B,). λ (sets the inverse gain).
+            lmbda_k: Tensor (B, K) or None. Per-block λ; None means every λ_k = λ.
+            bias_indices: LongTensor (h_p, w_p) or None. Per-patch bias-bank indices (B must be 1).
+        """
+        if lmbda_k is None:
+            lmbda_k = lmbda[:, None].expand(-1, NUM_DECODER_BLOCKS)
+        h = y_hat_g / self.gain(lmbda).to(y_hat_g.device)
+        dtype = next(self.g_s_convs.parameters()).dtype
+        h = h.to(dtype)
+        for k in range(NUM_DECODER_BLOCKS):
+            h = self.modulations[k](h, lmbda_k[:, k])
+            h = self.g_s_convs[k](h)
+            if bias_indices is not None:
+                h = h + self.bias_bank.offset(k, bias_indices.to(h.device), h.shape[-2:]).to(h.dtype)
+            if k < NUM_DECODER_BLOCKS - 1:
+                h = self.g_s_igdn[k](h)
+        return h
+
+    # ----- training -----------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, lmbda: torch.Tensor, lmbda_k: torch.Tensor | None = None,
+                amp: bool = False) -> dict:
+        """Training pass with additive uniform noise.
+
+        Args:
+            x: Tensor (B, 3, H, W) in [0, 1], H and W multiples of 64.
+            lmbda: Tensor (B,). λ per image.
+            amp: bool. True runs the transforms under bf16 autocast; the
+                entropy models always run in float32.
+        Returns:
+            {"x_hat": (B, 3, H, W) float32, "likelihoods": {"y": ..., "z": ...}}
+        """
+        dev = x.device.type
+        with torch.autocast(dev, dtype=torch.bfloat16, enabled=amp):
+            y_g = self.g_a(x).float() * self.gain(lmbda)
+            z = self.h_a(y_g)
+        with torch.autocast(dev, enabled=False):
+            z_hat, z_likelihoods = self.entropy_bottleneck(z.float())
+        with torch.autocast(dev, dtype=torch.bfloat16, enabled=amp):
+            scales_hat, means_hat = self.hyper_synthesis(z_hat)
+        with torch.autocast(dev, enabled=False):
+            y_hat, y_likelihoods = self.gaussian_conditional(y_g, scales_hat.float(), means=means_hat.float())
+        with torch.autocast(dev, dtype=torch.bfloat16, enabled=amp):
+            x_hat = self.synthesize(y_hat, lmbda, lmbda_k).float()
+        return {"x_hat": x_hat, "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}
+
+    # ----- entropy coding -----------------------------------------------------------------------
+    def update(self, scale_table=None, force: bool = False, update_quantiles: bool = False) -> bool:
+        if scale_table is None:
+            scale_table = get_scale_table()
+        return super().update(scale_table=scale_table, force=force, update_quantiles=update_quantiles)
+
+    def _hyper_synthesis_cpu(self, z_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # Scale indices must match bit for bit on both sides: always CPU float32.
+        h_s = self.h_s
+        if next(h_s.parameters()).device.type != "cpu" or next(h_s.parameters()).dtype != torch.float32:
+            if self._h_s_cpu is None:
+                self._h_s_cpu = copy.deepcopy(h_s).to("cpu", torch.float32)
+            h_s = self._h_s_cpu
+        with torch.autocast("cpu", enabled=False):
+            scales_hat, means_hat = h_s(z_hat.cpu().float()).chunk(2, 1)
+        return scales_hat, means_hat
+
+    def _apply(self, fn, *args, **kwargs):
+        self._h_s_cpu = None  # moved or cast: the CPU copy is stale
+        return super()._apply(fn, *args, **kwargs)
+
+    @torch.no_grad()
+    def compress_latents(self, y_g: torch.Tensor, z: torch.Tensor) -> dict:
+        """Entropy-code given latents (as produced, or refined, by the encoder).
+
+        Returns:
+            {"strings": [y_strings, z_strings], "shape": (h_z, w_z), "y_hat": (B, M, h, w) CPU float32}
+        """
+        z = z.detach().cpu().float()
+        z_strings = self.entropy_bottleneck.compress(z)
+        z_hat = self.entropy_bottleneck.decompress(z_strings, z.size()[-2:])
+        scales_hat, means_hat = self._hyper_synthesis_cpu(z_hat)
+        indexes = self.gaussian_conditional.build_indexes(scales_hat)
+        y_g = y_g.detach().cpu().float()
+        y_strings = self.gaussian_conditional.compress(y_g, indexes, means=means_hat)
+        y_hat = self.gaussian_conditional.quantize(y_g, "dequantize", means_hat)
+        return {"strings": [y_strings, z_strings], "shape": tuple(z.size()[-2:]), "y_hat": y_hat}
+
+    @torch.no_grad()
+    def decompress_latents(self, strings, shape) -> torch.Tensor:
+        """Strings → ŷ_g on CPU float32 (the inverse of :meth:`compress_latents`)."""
+        z_hat = self.entropy_bottleneck.decompress(strings[1], shape)
+        scales_hat, means_hat = self._hyper_synthesis_cpu(z_hat)
+        indexes = self.gaussian_conditional.build_indexes(scales_hat)
+        return self.gaussian_conditional.decompress(strings[0], indexes, z_hat.dtype, means=means_hat)
+
+    @torch.no_grad()
+    def compress(self, x: torch.Tensor, lmbda: torch.Tensor) -> dict:
+        y_g, z = self.encode_latents(x, lmbda)
+        out = self.compress_latents(y_g, z)
+        return {"strings": out["strings"], "shape": out["shape"]}
+
+    @torch.no_grad()
+    def decompress(self, strings, shape, lmbda: torch.Tensor, lmbda_k: torch.Tensor | None = None,
+                   bias_indices: torch.Tensor | None = None) -> dict:
+        dev = next(self.parameters()).device
+        y_hat = self.decompress_latents(strings, shape).to(dev)
+        x_hat = self.synthesize(y_hat, lmbda.to(dev), None if lmbda_k is None else lmbda_k.to(dev),
+                                bias_indices).float().clamp_(0, 1)
+        return {"x_hat": x_hat}

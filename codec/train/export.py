@@ -1,0 +1,108 @@
+"""``metalic train export`` and ``metalic train plot``.
+
+Export turns a training checkpoint into a shipped weights file (float32 state
+dict with the CDF tables already built) and records it in the manifest with
+its sha256, model config, λ range, steps, wall time, data and log.
+"""
+
+import argparse
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import torch
+
+from ..weights import MANIFEST, WEIGHTS_DIR, read_manifest, sha256_file
+
+
+def export(ckpt: Path, name: str, out_dir: Path = WEIGHTS_DIR, make_default: bool = True, note: str = "") -> dict:
+    from ..models.variable_rate import VariableRateHyperprior
+
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    cfg = state["config"]
+    model_cfg = {k: cfg[k] for k in ("N", "M", "lmbda_min", "lmbda_max")}
+    net = VariableRateHyperprior(**model_cfg)
+    net.load_state_dict(state["model"])
+    net.update(force=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{name}.pt"
+    torch.save({"model": {k: v.float() if v.is_floating_point() else v for k, v in net.state_dict().items()},
+                "config": model_cfg}, path)
+    run_dir = ckpt.parent
+    entry = {
+        "file": path.name, "sha256": sha256_file(path), "bytes": path.stat().st_size,
+        "config": model_cfg, "lmbda_range": [cfg["lmbda_min"], cfg["lmbda_max"]],
+        "steps": state["step"], "wall_seconds": round(state.get("wall", 0.0), 1),
+        "bf16_autocast": state.get("amp"), "train_config": cfg, "data": cfg["data"],
+        "train_images": state.get("images"), "note": note,
+    }
+    for src, suffix in ((run_dir / "log.csv", "log.csv"), (run_dir / "curves.png", "curves.png")):
+        if src.exists():
+            shutil.copyfile(src, out_dir / f"{name}.{suffix}")
+            entry[suffix.split(".")[0]] = f"{name}.{suffix}"
+    manifest = read_manifest() if out_dir == WEIGHTS_DIR else {"default": None, "models": {}}
+    manifest["models"][name] = entry
+    if make_default or not manifest.get("default"):
+        manifest["default"] = name
+    (out_dir / MANIFEST.name).write_text(json.dumps(manifest, indent=2) + "\n")
+    return entry
+
+
+def plot(log_path: Path, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(csv.DictReader(open(log_path)))
+    train = [r for r in rows if r["kind"] == "train"]
+    val = [r for r in rows if r["kind"] == "val"]
+    fig, ax = plt.subplots(1, 3, figsize=(15, 4))
+    steps = [int(r["step"]) for r in train]
+    for i, key in enumerate(("loss", "bpp", "psnr")):
+        vals = [float(r[key]) for r in train]
+        k = 20  # moving average: single batches are noisy with random λ
+        smooth = [sum(vals[max(0, j - k):j + 1]) / len(vals[max(0, j - k):j + 1]) for j in range(len(vals))]
+        ax[i].plot(steps, smooth, label="train (random λ, moving avg)", color="0.5")
+        for lam in sorted({r["lmbda"] for r in val}, key=float):
+            vr = [r for r in val if r["lmbda"] == lam]
+            ax[i].plot([int(r["step"]) for r in vr], [float(r[key]) for r in vr], marker="o", label=f"val λ={float(lam):.4g}")
+        ax[i].set_xlabel("step")
+        ax[i].set_ylabel(key)
+        ax[i].set_yscale("log" if key == "loss" else "linear")
+    ax[2].legend(fontsize=7)
+    fig.suptitle(f"training curves: {log_path}")
+    fig.tight_layout()
+    fig.savefig(out, dpi=90)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="last.pt or snapshot_*.pt of a training run")
+    p.add_argument("--name", default="metalic-vr", help="registry name the weights are for")
+    p.add_argument("--out", default=str(WEIGHTS_DIR))
+    p.add_argument("--not-default", action="store_true")
+    p.add_argument("--note", default="")
+
+
+def add_plot_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("log", help="log.csv of a training run")
+    p.add_argument("-o", "--output", help="PNG path (default: curves.png beside the log)")
+
+
+def run(args) -> int:
+    ckpt = Path(args.checkpoint)
+    log = ckpt.parent / "log.csv"
+    if log.exists():
+        plot(log, ckpt.parent / "curves.png")
+    entry = export(ckpt, args.name, Path(args.out), not args.not_default, args.note)
+    print(json.dumps({k: entry[k] for k in ("file", "sha256", "bytes", "steps", "wall_seconds")}))
+    return 0
+
+
+def run_plot(args) -> int:
+    log = Path(args.log)
+    out = Path(args.output) if args.output else log.parent / "curves.png"
+    plot(log, out)
+    print(out)
+    return 0

@@ -1,0 +1,107 @@
+"""Shipped weights: the manifest, sha256 checks, and the per-process model cache.
+
+``codec/weights/manifest.json`` lists each shipped file with its sha256, model
+config, training facts and log. Files load with ``torch.load(weights_only=True)``
+after their hash is checked; a mismatch is a :class:`ModelError`, never a
+silently different model.
+"""
+
+import functools
+import hashlib
+import json
+import threading
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ModelError
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+MANIFEST = WEIGHTS_DIR / "manifest.json"
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A ready model and what identifies it in a container."""
+
+    name: str
+    backend: object  # codec.backends.VariableRateBackend or ZooBackend
+    weights_hash: bytes  # first 8 bytes of the weights file's sha256
+    trained: bool
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_manifest() -> dict:
+    if not MANIFEST.exists():
+        return {"default": None, "models": {}}
+    return json.loads(MANIFEST.read_text())
+
+
+def load_state(path: Path, sha256: str | None):
+    import torch
+
+    if not path.exists():
+        raise ModelError(f"weights file {path} is missing")
+    digest = sha256_file(path)
+    if sha256 is not None and digest != sha256:
+        raise ModelError(f"weights file {path.name} fails its sha256 check (got {digest[:12]}…, manifest {sha256[:12]}…)")
+    return torch.load(path, map_location="cpu", weights_only=True), digest
+
+
+_LOAD_LOCK = threading.Lock()
+
+
+def load_model(name: str, device: str = "cpu", weights: str | None = None) -> LoadedModel:
+    """The named model on ``device``, loaded once per process (thread-safe).
+
+    Args:
+        name: str. A registry slug (see :data:`codec.registry.MODELS`).
+        device: str. "cpu" or "cuda[:i]".
+        weights: str or None. A local weights file overriding the manifest.
+    """
+    # two decode threads must not build two models (a seeded init is not thread-safe)
+    with _LOAD_LOCK:
+        return _load_model(name, device, weights)
+
+
+@functools.lru_cache(maxsize=8)
+def _load_model(name: str, device: str = "cpu", weights: str | None = None) -> LoadedModel:
+    import torch
+
+    from .models import zoo
+    from .registry import MODELS
+
+    if name not in MODELS:
+        raise ModelError(f"unknown model {name!r}; known: {', '.join(sorted(MODELS))}")
+    if name in zoo.ZOO:
+        return zoo.load(name, device, weights)
+    manifest = read_manifest()["models"].get(name)
+    cls = MODELS[name]
+    if weights is None and manifest is None:
+        # No shipped weights yet: a seeded random model still round-trips exactly.
+        warnings.warn(f"no shipped weights for {name}; using a seeded random initialisation", stacklevel=2)
+        torch.manual_seed(0)
+        net = cls()
+        digest = hashlib.sha256(b"untrained:" + name.encode()).hexdigest()
+        trained = False
+    else:
+        path = Path(weights) if weights else WEIGHTS_DIR / manifest["file"]
+        state, digest = load_state(path, None if weights else manifest["sha256"])
+        config = state.get("config") or (manifest or {}).get("config", {})
+        net = cls(**{k: config[k] for k in ("N", "M", "lmbda_min", "lmbda_max") if k in config})
+        net.load_state_dict(state["model"])
+        trained = True
+    net.update(force=True)
+    net = net.eval().to(device)
+    for p in net.parameters():
+        p.requires_grad_(False)
+    from .backends import VariableRateBackend
+
+    return LoadedModel(name, VariableRateBackend(net), bytes.fromhex(digest)[:8], trained)

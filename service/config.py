@@ -1,0 +1,68 @@
+"""API settings, read from the environment with pydantic-settings.
+
+Every field is ``METALIC_<NAME>``; the Redis URL is also read from plain
+``REDIS_URL``. ``METALIC_API_KEYS`` is a comma-separated list of accepted keys.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from codec.constants import DEFAULT_MAX_PIXELS
+from worker.protocol import DEFAULT_QUEUE
+
+
+class Settings(BaseSettings):
+    """All knobs of the API process; one validated instance is injected per app."""
+
+    model_config = SettingsConfigDict(env_prefix="METALIC_", extra="ignore")
+
+    redis_url: str = Field(
+        "redis://localhost:6379/0",
+        validation_alias=AliasChoices("REDIS_URL", "METALIC_REDIS_URL", "redis_url"),
+    )
+    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Accepted bearer tokens. Several at once, so keys can be rotated without downtime."""
+    queue: str = DEFAULT_QUEUE
+
+    max_upload_bytes: int = Field(32 * 1024 * 1024, ge=1024)
+    """Bytes. Largest accepted image upload (also bounds what one job stores in Redis)."""
+    max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1)
+    """Pixels. Largest accepted width x height, checked from the header before decoding."""
+    max_bitstream_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    """Bytes. Largest bitstream accepted by ``POST /decode``."""
+    max_jobs_in_flight: int = Field(8, ge=1)
+    """Count. Queued plus running jobs one API key may have; past it, 429."""
+    retry_after: int = Field(5, ge=1)
+    """Seconds. The ``Retry-After`` sent with 429 and 503."""
+
+    job_timeout: int = Field(1800, ge=10)
+    """Seconds. Hard limit of one encode on a worker (RQ job timeout)."""
+    job_retries: int = Field(2, ge=0)
+    """Count. Times a job whose worker died is run again on another worker."""
+    result_ttl: int = Field(7 * 24 * 3600, ge=60)
+    """Seconds. How long results, bitstreams and inputs are kept after success."""
+    failure_ttl: int = Field(7 * 24 * 3600, ge=60)
+    """Seconds. How long failure records are kept."""
+    idempotency_ttl: int = Field(24 * 3600, ge=60)
+    """Seconds. How long an ``Idempotency-Key`` maps to its job."""
+
+    decode_concurrency: int = Field(2, ge=1)
+    """Count. Decodes running at once in the API's thread pool."""
+    decode_queue: int = Field(16, ge=0)
+    """Count. Decodes allowed to wait for a slot; past it, 503 with Retry-After."""
+    decode_device: str = "cpu"
+    preload_model: str = "metalic-vr"
+    """Model the API loads for /decode at startup ("" to load on the first decode instead)."""
+    decoder: str = "codec.pipeline:decode"
+    """``module:attribute`` of the decode function. A test seam."""
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value):
+        if isinstance(value, str):
+            return [key.strip() for key in value.split(",") if key.strip()]
+        return value

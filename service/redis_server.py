@@ -1,0 +1,98 @@
+"""Start a private ``redis-server`` on a free port: for ``metalic serve`` and for tests."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+class EmbeddedRedis:
+    """A ``redis-server`` child process with its data in ``directory``.
+
+    Args:
+        directory: Path. Working directory (AOF and RDB files live here).
+        port: int | None. TCP port; a free one when None.
+        appendonly: bool. Persist every write to the append-only file.
+        appendfsync: str. ``always`` (fsync each write), ``everysec`` or ``no``.
+        binary: str. Path or name of the redis-server executable.
+    """
+
+    def __init__(self, directory: str | Path, port: int | None = None, appendonly: bool = True,
+                 appendfsync: str = "everysec", binary: str = "redis-server", host: str = "127.0.0.1"):
+        self.directory = Path(directory)
+        self.host = host
+        self.port = port or free_port(host)
+        self.appendonly = appendonly
+        self.appendfsync = appendfsync
+        self.binary = shutil.which(binary) or binary
+        self.process: subprocess.Popen | None = None
+
+    @staticmethod
+    def available(binary: str = "redis-server") -> bool:
+        return shutil.which(binary) is not None
+
+    @property
+    def url(self) -> str:
+        return f"redis://{self.host}:{self.port}/0"
+
+    def command(self) -> list[str]:
+        return [
+            self.binary, "--port", str(self.port), "--bind", self.host, "--dir", str(self.directory),
+            "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", self.appendfsync,
+            "--save", "", "--maxmemory-policy", "noeviction", "--protected-mode", "no",
+        ]
+
+    def start(self, timeout: float = 10.0) -> EmbeddedRedis:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis.Redis(host=self.host, port=self.port, socket_connect_timeout=0.5)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if client.ping():
+                    # The AOF is loaded before PING answers; wait for LOADING to clear too.
+                    if client.info("persistence").get("loading", 0) == 0:
+                        break
+            except (redis.ConnectionError, redis.BusyLoadingError):
+                pass
+            if self.process.poll() is not None:
+                raise RuntimeError(f"redis-server exited with code {self.process.returncode}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"redis-server did not answer on port {self.port} within {timeout}s")
+            time.sleep(0.05)
+        client.close()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Graceful shutdown (SIGTERM: Redis fsyncs the AOF before it exits)."""
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown work at all, as in a crash."""
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def __enter__(self) -> EmbeddedRedis:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

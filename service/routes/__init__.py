@@ -1,0 +1,1 @@
+"""Route modules: each handler validates, calls one function, shapes the response."""

@@ -1,0 +1,150 @@
+"""Real processes for the end-to-end tests: redis-server, uvicorn with the app, ``metalic worker``s.
+
+The commands are the ones docker/ and docker-compose.yml run (checked by
+tests/e2e/test_deploy_files.py): :data:`API_COMMAND` and :data:`WORKER_COMMAND`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from service.redis_server import EmbeddedRedis, free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+E2E_DIR = Path(__file__).resolve().parent
+
+API_COMMAND = ["uvicorn", "--factory", "service.main:create_app", "--host", "0.0.0.0", "--port", "8000"]
+"""The API process, as the Dockerfiles and docker-compose.yml run it."""
+
+WORKER_COMMAND = ["metalic", "worker"]
+"""The worker process, as docker-compose.yml runs it."""
+
+API_KEY = "e2e-key-1"
+OTHER_KEY = "e2e-key-2"
+
+
+def use_fake_codec() -> bool:
+    """``METALIC_E2E_CODEC=fake`` swaps the real codec for tests/e2e/fake_codec.py (development only)."""
+    return os.environ.get("METALIC_E2E_CODEC", "real") == "fake"
+
+
+def api_argv(port: int) -> list[str]:
+    argv = list(API_COMMAND)
+    argv[argv.index("--host") + 1] = "127.0.0.1"
+    argv[argv.index("--port") + 1] = str(port)
+    return [sys.executable, "-m", *argv]
+
+
+def worker_argv(name: str) -> list[str]:
+    """``metalic worker`` if the console script has the subcommand, else its twin ``python -m worker``."""
+    exe = shutil.which(WORKER_COMMAND[0])
+    if exe:
+        probe = subprocess.run([exe, *WORKER_COMMAND[1:], "--help"], capture_output=True, text=True)
+        if probe.returncode == 0 and "--burst" in probe.stdout:
+            return [exe, *WORKER_COMMAND[1:], "--name", name]
+    return [sys.executable, "-m", "worker", "--name", name]
+
+
+class Stack:
+    """redis-server (AOF, appendfsync always) + uvicorn + N workers, each logging to a file."""
+
+    def __init__(self, tmp: Path, workers: int = 2, extra_env: dict[str, str] | None = None):
+        self.tmp = tmp
+        self.redis = EmbeddedRedis(tmp / "redis", appendonly=True, appendfsync="always")
+        self.port = free_port()
+        self.n_workers = workers
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.logs: dict[str, Path] = {}
+        self.extra_env = extra_env or {}
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update({
+            "REDIS_URL": self.redis.url,
+            "METALIC_API_KEYS": f"{API_KEY},{OTHER_KEY}",
+            "METALIC_JOB_MONITORING_INTERVAL": "1",
+            "METALIC_HEARTBEAT_GRACE": "3",
+            "METALIC_MAINTENANCE_INTERVAL": "1",
+            "METALIC_WORKER_TTL": "16",
+            "METALIC_PROGRESS_INTERVAL": "0.1",
+            "METALIC_MAX_JOBS_IN_FLIGHT": "16",
+            "METALIC_DEVICE": "cpu",
+            "PYTHONPATH": os.pathsep.join([str(ROOT), str(E2E_DIR), env.get("PYTHONPATH", "")]),
+            "OMP_NUM_THREADS": "1",
+            "PYTHONWARNINGS": "ignore",
+        })
+        if use_fake_codec():
+            env["METALIC_ENCODER_FACTORY"] = "fake_codec:Encoder"
+            env["METALIC_DECODER"] = "fake_codec:decode"
+            env.setdefault("FAKE_STEP_SECONDS", "0.1")
+        env.update(self.extra_env)
+        return env
+
+    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
+        log = self.tmp / f"{name}.log"
+        self.logs[name] = log
+        proc = subprocess.Popen(argv, cwd=ROOT, env=self.env(), stdout=log.open("ab"), stderr=subprocess.STDOUT)
+        self.procs[name] = proc
+        return proc
+
+    def start(self) -> Stack:
+        self.redis.start()
+        self._spawn("api", api_argv(self.port))
+        for i in range(self.n_workers):
+            self.start_worker(f"worker-{i}")
+        self.wait_ready(workers=self.n_workers)
+        return self
+
+    def start_worker(self, name: str) -> subprocess.Popen:
+        return self._spawn(name, worker_argv(name))
+
+    def wait_ready(self, workers: int, timeout: float = 180.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for name, proc in self.procs.items():
+                if proc.poll() is not None and (name == "api" or proc.returncode not in (0, -9)):
+                    raise RuntimeError(f"{name} exited with {proc.returncode}:\n{self.tail(name)}")
+            try:
+                body = httpx.get(f"{self.url}/readyz", timeout=2).json()
+                if body.get("workers", 0) >= workers:
+                    return
+            except (httpx.HTTPError, ValueError):
+                pass
+            time.sleep(0.3)
+        raise TimeoutError(f"stack not ready in {timeout}s:\n" + "\n".join(self.tail(n) for n in self.procs))
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        proc = self.procs[name]
+        proc.send_signal(sig)
+        proc.wait(timeout=30)
+
+    def tail(self, name: str, lines: int = 40) -> str:
+        path = self.logs.get(name)
+        if not path or not path.exists():
+            return ""
+        text = path.read_text(errors="replace").splitlines()[-lines:]
+        return f"--- {name} ---\n" + "\n".join(text)
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.redis.stop()

@@ -1,0 +1,71 @@
+"""Bad input through the real codec (codec.image / codec.options / codec.pipeline): 4xx, never 500."""
+
+from __future__ import annotations
+
+import pytest
+from api_helpers import assert_problem, auth, image_bytes, submit
+from fastapi.testclient import TestClient
+from test_api_encode import png_header_only
+
+pytest.importorskip("codec.pipeline", reason="the real codec is not importable")
+
+
+@pytest.fixture
+def real_client(settings):
+    from service.main import create_app
+
+    with TestClient(create_app(settings.model_copy(update={"preload_model": ""})),
+                    raise_server_exceptions=False) as client:
+        yield client
+
+
+_BIG = image_bytes(256, 256)
+
+
+@pytest.mark.parametrize("data,status,code", [
+    (_BIG[: len(_BIG) // 2], 422, "invalid-image"),
+    (b"just some text, not an image" * 20, 415, "unsupported-media-type"),
+    (png_header_only(20000, 20000), 413, "image-too-large"),
+    (png_header_only(0, 0), 422, "invalid-image"),
+    (b"", 422, "invalid-image"),
+])
+def test_bad_images(real_client, data, status, code):
+    assert_problem(submit(real_client, data), status, code)
+
+
+@pytest.mark.parametrize("form", [{"target_bpp": "1000"}, {"lmbda": "7"}, {"target_psnr": "3"},
+                                  {"refine_steps": "-1"}, {"target_bpp": "0.5", "target_psnr": "30"}])
+def test_absurd_targets(real_client, form):
+    assert_problem(submit(real_client, **form), 422, "invalid-options")
+
+
+def test_valid_upload_is_accepted_with_normalized_options(real_client):
+    response = submit(real_client, image_bytes(64, 48), preset="fast")
+    assert response.status_code == 202, response.text
+    assert response.json()["options"]["preset"] == "fast"
+
+
+@pytest.mark.parametrize("data", [b"", b"MLIC", b"MLIC\x01" + b"\x00" * 64, b"\xff" * 300, image_bytes()])
+def test_malformed_or_foreign_bitstreams(real_client, data):
+    response = real_client.post("/decode", files={"file": ("x.mlic", data)}, headers=auth())
+    assert_problem(response, 422, "invalid-bitstream")
+
+
+def test_truncated_real_bitstream(real_client):
+    import io
+
+    from codec.pipeline import Encoder
+
+    bitstream = Encoder(device="cpu").encode(image_bytes(64, 64), {"preset": "fast"}).bitstream
+    for cut in (len(bitstream) // 2, len(bitstream) - 1, 12):
+        response = real_client.post("/decode", files={"file": ("x.mlic", bitstream[:cut])}, headers=auth())
+        assert_problem(response, 422, "invalid-bitstream")
+    flipped = bytearray(bitstream)
+    flipped[len(flipped) // 2] ^= 0x55
+    response = real_client.post("/decode", files={"file": ("x.mlic", bytes(flipped))}, headers=auth())
+    assert_problem(response, 422, "invalid-bitstream")
+    ok = real_client.post("/decode", files={"file": ("x.mlic", bitstream)}, headers=auth())
+    assert ok.status_code == 200
+    from PIL import Image
+
+    assert Image.open(io.BytesIO(ok.content)).size == (64, 64)
