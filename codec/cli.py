@@ -160,6 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
     base.add_arguments(tsub.add_parser("base", help="train the variable-rate model"))
     export.add_arguments(tsub.add_parser("export", help="write shipped weights + manifest from a checkpoint"))
     export.add_plot_arguments(tsub.add_parser("plot", help="plot loss, rate and PSNR curves of a training log"))
+    from .train import bias_bank, meta
+
+    meta.add_arguments(tsub.add_parser("meta", help="MAML-style fine-tuning for latent refinement (L²C)"))
+    bias_bank.add_arguments(tsub.add_parser("bias-bank", help="overfit decoder biases per patch, cluster into a bank"))
 
     p = sub.add_parser("bench", help="benchmarks (RD, speed, adaptation)")
     bsub = p.add_subparsers(dest="bench_cmd", required=True)
@@ -172,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
         adapt_bench.add_adapt_subparser(bsub)
     except ImportError:
         pass
+    from .eval import meta_bench
+
+    meta_bench.add_meta_subparser(bsub)
 
     p = sub.add_parser("serve", help="run the API (and, without REDIS_URL, a local Redis and one worker)", add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
@@ -206,7 +213,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "train":
             from .train import base, export
 
-            return {"base": base.run, "export": export.run, "plot": export.run_plot}[args.train_cmd](args)
+            from .train import bias_bank, meta
+
+            return {"base": base.run, "export": export.run, "plot": export.run_plot, "meta": meta.run,
+                    "bias-bank": bias_bank.run}[args.train_cmd](args)
         if args.cmd == "bench":
             return args.func(args)
     except MetalicError as e:

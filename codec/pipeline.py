@@ -81,6 +81,7 @@ class Encoder:
     def __init__(self, model: str = DEFAULT_MODEL, device: str | None = None, weights: str | None = None,
                  max_pixels: int = DEFAULT_MAX_PIXELS):
         self.device = device or default_device()
+        self.weights = weights
         self.loaded: LoadedModel = load_model(model, self.device, weights)
         self.max_pixels = max_pixels
 
@@ -144,7 +145,7 @@ class Encoder:
             best = run_stages(self, x, img, opts, best, report, timings, stages)
 
         t = time.perf_counter()
-        check = decode(best.data, device="cpu")
+        check = decode(best.data, device="cpu", weights=self.weights)
         if not np.array_equal(check.rgb, best.rgb):
             diff = int(np.abs(check.rgb.astype(int) - best.rgb.astype(int)).max())
             if self.device == "cpu" or diff > 1:
@@ -187,15 +188,21 @@ def _target_note(opts: EncodeOptions, meta: dict) -> str:
     return f"target {opts.target_psnr} dB is out of reach; encoded at the highest quality, {meta['psnr']:.2f} dB"
 
 
-def decode(data: bytes, device: str = "cpu") -> DecodeResult:
+def decode(data: bytes, device: str = "cpu", weights: str | None = None) -> DecodeResult:
     """Decodes a container (one pass of the synthesis transform).
+
+    Args:
+        data: bytes. The container.
+        device: str. Where the synthesis runs.
+        weights: str or None. Local weights file overriding the shipped one
+            (the encoder's own check of a file made with ``Encoder(weights=...)``).
 
     Raises:
         BitstreamError: malformed, truncated or foreign stream, or unknown/mismatched weights.
     """
     p = bitstream.unpack(data)
     try:
-        loaded = load_model(p.model_id, device)
+        loaded = load_model(p.model_id, device, weights)
     except ModelError as e:
         raise BitstreamError(f"stream needs model {p.model_id!r}: {e}") from None
     if loaded.weights_hash != p.weights_hash:

@@ -18,6 +18,21 @@ from .refine import use_amp
 DEFAULT_LR = 0.1
 """log λ units per step. Adam's step size on log λ_k (a factor e^0.1 ≈ 1.1 per step at most)."""
 
+SAMPLE_PIXELS = 1 << 16
+"""Pixels. Image area the steps measure the distortion on. λ_k are K global
+numbers, so their gradient needs a sample of the image, not all of it: larger
+images are represented by evenly spread tiles of about this total area, which
+keeps the stage's cost flat while the rest of the encode grows with the image."""
+
+TILE_CELLS = 12
+"""y cells (16 px). Side of one sample tile's measured region (192 px)."""
+
+TILE_MARGIN = 2
+"""y cells. Context synthesized around a tile: the synthesis reaches ±30 px, so
+the tile's measured region is exactly what the full synthesis gives."""
+
+_CELL = 16
+
 
 @dataclass
 class LambdaResult:
@@ -86,13 +101,14 @@ def adapt_lambda(backend, x: torch.Tensor, y_hat: torch.Tensor, rate_index: int,
     theta = torch.full((1, NUM_DECODER_BLOCKS), math.log(index_to_lambda(rate_index)), device=x.device,
                        requires_grad=True)
     opt = torch.optim.Adam([theta], lr=lr)
-    y_hat = y_hat.to(x.device)
+    y_in, x_ref, m = sample_tiles(y_hat.to(x.device), x, h, w)
+    th, tw = x_ref.shape[-2:]
     best_theta, best_mse, mse_start, best_step = theta.detach().clone(), math.inf, math.inf, 0
     for step in range(steps + 1):
         # the last pass only measures the final iterate
         with torch.set_grad_enabled(step < steps), torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
-            x_hat = backend.synthesize(y_hat, rate_index, torch.exp(theta))
-        mse = (x_hat[..., :h, :w].float().clamp(0, 1) - x[..., :h, :w]).pow(2).mean()
+            x_hat = backend.synthesize(y_in, rate_index, torch.exp(theta))
+        mse = (x_hat[..., m:m + th, m:m + tw].float().clamp(0, 1) - x_ref).pow(2).mean()
         if step == 0:
             mse_start = mse.item()
         if mse.item() < best_mse:
@@ -106,3 +122,32 @@ def adapt_lambda(backend, x: torch.Tensor, y_hat: torch.Tensor, rate_index: int,
             theta.clamp_(lo, hi)
     lambda_k = tuple(lambda_to_index(math.exp(v)) for v in best_theta[0].tolist())
     return LambdaResult(lambda_k, mse_start, best_mse, best_step, steps, time.perf_counter() - t0)
+
+
+def sample_tiles(y_hat: torch.Tensor, x: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """The latent and image regions the λ_k steps measure on.
+
+    Images up to 2·SAMPLE_PIXELS use everything: (y_hat, x[:h, :w]). Larger ones
+    give a batch of evenly spread tiles: y crops of TILE_CELLS + 2·TILE_MARGIN
+    cells and the matching TILE_CELLS·16 px squares of x (inside the original
+    image, never the padding).
+
+    Returns:
+        (y (B, M, t, t), x (B, 3, s, s), offset): the synthesized crops' measured
+        square starts ``offset`` pixels in; or (y_hat, x[:h, :w], 0).
+    """
+    hy, wy = y_hat.shape[-2:]
+    t, m = TILE_CELLS, TILE_MARGIN
+    # tile origins (in cells) whose measured square lies in the image and whose context lies in y
+    last_r, last_c = min(hy - t - m, h // _CELL - t), min(wy - t - m, w // _CELL - t)
+    # a grid of non-overlapping tiles, centred in the space they can occupy
+    rows = list(range(m + max(0, last_r - m) % t // 2, last_r + 1, t))
+    cols = list(range(m + max(0, last_c - m) % t // 2, last_c + 1, t))
+    n = math.ceil(SAMPLE_PIXELS / (t * _CELL) ** 2)
+    if h * w <= 2 * SAMPLE_PIXELS or len(rows) * len(cols) < n:
+        return y_hat, x[..., :h, :w], 0
+    grid = [(r, c) for r in rows for c in cols]
+    pick = [grid[round(i)] for i in torch.linspace(0, len(grid) - 1, n).tolist()]
+    ys = torch.cat([y_hat[..., r - m:r + t + m, c - m:c + t + m] for r, c in pick])
+    xs = torch.cat([x[..., r * _CELL:(r + t) * _CELL, c * _CELL:(c + t) * _CELL] for r, c in pick])
+    return ys, xs, m * _CELL

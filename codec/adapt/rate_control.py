@@ -85,7 +85,8 @@ def search_rate(enc, x, img, opts, report):
         return c
 
     if opts.target_bpp is None and opts.target_psnr is None:
-        return coded(b.rate_index(opts.lmbda or DEFAULT_LAMBDA))
+        # a λ beyond this model's range codes at the range's end (the decoder rejects the rest)
+        return coded(min(hi, max(lo, b.rate_index(opts.lmbda or DEFAULT_LAMBDA))))
     start = b.rate_index(DEFAULT_LAMBDA)
     if opts.target_bpp is not None:
         probes = solve_monotone(lambda k: ((c := coded(k)).bpp, c), opts.target_bpp, lo, hi, start,

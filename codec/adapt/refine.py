@@ -19,7 +19,7 @@ from ..train.amp import bf16_supported
 ROUNDINGS = ("sga", "noise", "ste")
 """Relaxed roundings :func:`make_rounding` knows (the same names as ``codec.options.ROUNDINGS``)."""
 
-DEFAULT_LR = 0.02
+DEFAULT_LR = 0.05
 """Latent units (quantization bins) per step. Adam's step size on the latents.
 
 Campos et al. use 1e-3 for 1500 steps; the presets run 60-400 steps, so the

@@ -15,7 +15,8 @@ def lambda_to_unit(lmbda: torch.Tensor, lmbda_min: float, lmbda_max: float) -> t
         Tensor of the same shape, float32.
     """
     lo, hi = math.log(lmbda_min), math.log(lmbda_max)
-    return (torch.log(lmbda.float()) - (lo + hi) / 2) / ((hi - lo) / 2)
+    half = max((hi - lo) / 2, 1e-6)  # a fixed-rate range (min == max) maps to t = 0
+    return (torch.log(lmbda.float()) - (lo + hi) / 2) / half
 
 
 class GainModulator(nn.Module):

@@ -99,6 +99,7 @@ def train(cfg: TrainConfig, device: str | None = None, quiet: bool = False) -> P
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path, log_path = out / "last.pt", out / "log.csv"
 
+    torch.manual_seed(cfg.seed)  # the initialisation too: same seed, same run
     net = VariableRateHyperprior(cfg.N, cfg.M, cfg.lmbda_min, cfg.lmbda_max).to(device)
     opt, aux_opt = make_optimizers(net, cfg)
     step, wall = 0, 0.0

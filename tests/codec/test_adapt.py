@@ -1,0 +1,403 @@
+"""Tests of codec/adapt: latent refinement, λ_k adaptation, bias search, rate control, stages.
+
+Every model here is a small seeded random network built in the test (never
+downloaded), and every image is synthetic and at most 320 px, so the file
+runs in well under a minute on a busy 2-core machine. With random weights
+the *mechanics* are what is tested (never-worse rules, exact decoding, rate
+control on a rate that is still monotone in λ), not the gains.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from codec import bitstream
+from codec.adapt.bias_search import LATENT_CELL, MARGIN_CELLS, RING, _Synth, search_bias
+from codec.adapt.lambda_adapt import adapt_lambda
+from codec.adapt.rate_control import search_rate
+from codec.adapt.refine import ROUNDINGS, SGA_TAU_MAX, SGA_TAU_MIN, Rounding, hard_cost, refine_latents
+from codec.adapt.stages import _next_lambda, run_stages
+from codec.backends import VariableRateBackend, ZooBackend
+from codec.constants import PATCH_SIZE
+from codec.image import load_image, pad, to_tensor
+from codec.models.variable_rate import VariableRateHyperprior
+from codec.options import RATE_TOLERANCE, validate_options
+from codec.pipeline import Encoder
+from codec.rate import index_to_lambda, lambda_to_index
+from codec.weights import LoadedModel
+
+ROOT = Path(__file__).resolve().parents[2]
+SMALL = {"N": 16, "M": 32, "lmbda_min": 2.5e-4, "lmbda_max": 0.25}
+
+
+def synthetic_image(width: int = 128, height: int = 128, seed: int = 0) -> np.ndarray:
+    """Smooth gradients, an edge and mild noise: a photo-like test card."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
+    img = np.stack([255 * xx / width, 128 + 100 * np.sin(yy / 7.0 + seed),
+                    np.where(xx + yy > (width + height) / 2, 200.0, 40.0)], axis=-1)
+    img += rng.normal(0, 6, img.shape)
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+
+
+def png_bytes(img: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def small_net(seed: int = 0, bank: bool = False) -> VariableRateHyperprior:
+    """A seeded small default-architecture model whose λ_k modulation is not the identity.
+
+    The fresh modulation's last layer is zero (λ_k would change nothing), so it
+    is perturbed; ``bank`` fills 20 bias-bank rows with small random offsets.
+    """
+    torch.manual_seed(seed)
+    net = VariableRateHyperprior(**SMALL)
+    with torch.no_grad():
+        for m in net.modulations:
+            m.fc[2].weight.normal_(0, 0.3)
+        if bank:
+            for k in range(net.bias_bank.num_layers):
+                net.bias_bank.bank(k)[1:21] = torch.randn(20, net.bias_bank.bank(k).shape[1]) * 0.05
+    return net
+
+
+def save_weights(net, path: Path) -> Path:
+    torch.save({"model": net.state_dict(), "config": dict(SMALL)}, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def weights(tmp_path_factory) -> Path:
+    return save_weights(small_net(), tmp_path_factory.mktemp("w") / "small.pt")
+
+
+@pytest.fixture(scope="session")
+def encoder(weights) -> Encoder:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return Encoder(weights=str(weights), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def vr_backend() -> VariableRateBackend:
+    net = small_net()
+    net.update(force=True)
+    net.eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return VariableRateBackend(net)
+
+
+def image_tensor(img: np.ndarray) -> torch.Tensor:
+    return pad(to_tensor(img, "cpu"))
+
+
+class TestRounding:
+    def test_sga_temperature_anneals_from_max_to_min(self):
+        r = Rounding("sga", 100)
+        taus = []
+        for step in range(100):
+            r.set_step(step)
+            taus.append(r.tau)
+        assert taus[0] == pytest.approx(SGA_TAU_MAX)
+        assert taus[-1] == pytest.approx(SGA_TAU_MIN)
+        assert all(a >= b for a, b in zip(taus, taus[1:]))
+
+    @pytest.mark.parametrize("mode", ROUNDINGS)
+    def test_rounding_stays_within_half_a_bin_and_has_gradients(self, mode):
+        v = (torch.randn(1000) * 3).requires_grad_(True)
+        r = Rounding(mode, 10)
+        r.set_step(9)
+        out = r(v, "y")
+        assert (out - v).abs().max().item() <= 1.0
+        out.sum().backward()
+        assert v.grad is not None and v.grad.abs().sum() > 0
+
+    def test_unknown_rounding_is_rejected(self):
+        with pytest.raises(ValueError, match="rounding"):
+            Rounding("magic")
+
+
+class TestRefine:
+    @pytest.mark.parametrize("rounding", ROUNDINGS)
+    def test_result_never_worse_than_start(self, vr_backend, rounding):
+        x = image_tensor(synthetic_image(64, 64))
+        ri = vr_backend.rate_index(0.01)
+        lat = vr_backend.encode_latents(x, ri)
+        res = refine_latents(vr_backend, x, lat, ri, 6, rounding=rounding, eval_every=2, amp=False)
+        assert res.best.cost <= res.start.cost
+        again = hard_cost(vr_backend, x, res.latents, ri, vr_backend.rate_lambda(ri), 64, 64)
+        assert again.cost == pytest.approx(res.best.cost, rel=1e-5)
+
+    def test_diverging_steps_return_the_start(self, vr_backend):
+        x = image_tensor(synthetic_image(64, 64, seed=1))
+        ri = vr_backend.rate_index(0.01)
+        lat = vr_backend.encode_latents(x, ri)
+        res = refine_latents(vr_backend, x, lat, ri, 4, rounding="ste", lr=200.0, eval_every=1, amp=False)
+        assert res.best.cost <= res.start.cost
+        if res.best_step == 0:
+            assert all(torch.equal(a, b) for a, b in zip(res.latents, lat))
+
+    def test_start_latents_are_not_modified(self, vr_backend):
+        x = image_tensor(synthetic_image(64, 64))
+        ri = vr_backend.rate_index(0.01)
+        lat = vr_backend.encode_latents(x, ri)
+        before = [t.clone() for t in lat]
+        refine_latents(vr_backend, x, lat, ri, 3, amp=False)
+        assert all(torch.equal(a, b) for a, b in zip(before, lat))
+
+
+def zoo_backend(kind: str) -> ZooBackend:
+    from compressai.models import FactorizedPrior, MeanScaleHyperprior, ScaleHyperprior
+
+    cls = {"mean-scale-hyperprior": MeanScaleHyperprior, "scale-hyperprior": ScaleHyperprior,
+           "factorized": FactorizedPrior}[kind]
+    torch.manual_seed(0)
+    net = cls(N=32, M=48)
+    net.update(force=True)
+    net.eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    slug = {"mean-scale-hyperprior": "mbt2018-mean", "scale-hyperprior": "bmshj2018-hyperprior",
+            "factorized": "bmshj2018-factorized"}[kind]
+    return ZooBackend(slug, kind, {1: net}, {1: 0.0067})
+
+
+def zoo_encoder(backend: ZooBackend) -> Encoder:
+    """An Encoder over an in-test zoo network (no weights file, so no verify-by-name)."""
+    enc = Encoder.__new__(Encoder)
+    enc.device, enc.weights, enc.max_pixels = "cpu", None, 1 << 24
+    enc.loaded = LoadedModel(backend.slug, backend, b"\0" * 8, False)
+    return enc
+
+
+class TestZooRefine:
+    @pytest.mark.parametrize("kind", ["mean-scale-hyperprior", "scale-hyperprior", "factorized"])
+    def test_refines_zoo_latents_never_worse(self, kind):
+        b = zoo_backend(kind)
+        x = image_tensor(synthetic_image(64, 64))
+        lat = b.encode_latents(x, 1)
+        res = refine_latents(b, x, lat, 1, 5, rounding="sga", eval_every=1, amp=False)
+        assert res.best.cost <= res.start.cost
+        assert len(res.latents) == len(lat)
+
+    def test_stages_on_zoo_backend_code_a_decodable_file(self):
+        b = zoo_backend("mean-scale-hyperprior")
+        enc = zoo_encoder(b)
+        img = load_image(png_bytes(synthetic_image(64, 64)), 1 << 24)
+        x = image_tensor(img.rgb)
+        opts = validate_options({"lmbda": 0.0067, "preset": "balanced", "refine_steps": 4, "bias_search": True})
+        timings, stages = {}, {}
+        first = search_rate(enc, x, img, opts, lambda p: None)
+        cand = run_stages(enc, x, img, opts, first, lambda p: None, timings, stages)
+        assert set(timings) == {"refine", "adapt_lambda", "bias_search"}
+        assert "skipped" in stages["adapt_lambda"] and "skipped" in stages["bias_search"]
+        assert "rounds" in stages["refine"]
+        p = bitstream.unpack(cand.data)
+        x_hat = b.decompress([[s] for s in p.strings], p.latent_shape, p.rate_index)
+        rgb = (x_hat[..., :64, :64].clamp(0, 1) * 255).round().to(torch.uint8)[0].permute(1, 2, 0).numpy()
+        assert np.array_equal(rgb, cand.rgb)
+
+
+class TestLambdaAdapt:
+    def test_values_are_grid_indices_and_never_worse(self, vr_backend):
+        x = image_tensor(synthetic_image(64, 64))
+        ri = vr_backend.rate_index(0.01)
+        y_hat = vr_backend.compress_latents(vr_backend.encode_latents(x, ri), ri)["y_hat"]
+        res = adapt_lambda(vr_backend, x, y_hat, ri, 5, amp=False)
+        assert len(res.lambda_k) == 4 and all(type(i) is int for i in res.lambda_k)
+        assert res.mse_best <= res.mse_start
+
+    def test_sample_tiles_match_the_full_synthesis(self, vr_backend):
+        from codec.adapt.lambda_adapt import TILE_CELLS, sample_tiles
+
+        h, w = 420, 520
+        x = image_tensor(synthetic_image(w, h))
+        ri = vr_backend.rate_index(0.01)
+        y_hat = vr_backend.compress_latents(vr_backend.encode_latents(x, ri), ri)["y_hat"]
+        ys, xs, off = sample_tiles(y_hat, x, h, w)
+        assert ys.shape[0] > 1 and off > 0
+        s = TILE_CELLS * LATENT_CELL
+        with torch.no_grad():
+            full = vr_backend.synthesize(y_hat, ri, None)
+            part = vr_backend.synthesize(ys, ri, None)
+        found = 0
+        for r in range(0, h - s + 1, LATENT_CELL):
+            for c in range(0, w - s + 1, LATENT_CELL):
+                for i in range(xs.shape[0]):
+                    if torch.equal(x[..., r:r + s, c:c + s], xs[i:i + 1]):
+                        found += 1
+                        assert torch.allclose(full[..., r:r + s, c:c + s], part[i:i + 1, :, off:off + s, off:off + s],
+                                              atol=1e-5)
+        assert found == xs.shape[0]
+
+    def test_kept_lambda_k_decode_exactly_in_a_fresh_process(self, encoder, weights, tmp_path):
+        res = encoder.encode(png_bytes(synthetic_image(128, 96)),
+                             {"lmbda": 0.01, "preset": "fast", "adapt_lambda": True, "lambda_steps": 8})
+        meta = res.metadata
+        assert meta["stages"]["adapt_lambda"]["kept"], meta["stages"]
+        assert len(meta["lambda_k"]) == 4
+        for v in meta["lambda_k"]:
+            assert v == index_to_lambda(lambda_to_index(v))  # on the grid, bit for bit
+        assert len(bitstream.unpack(res.bitstream).lambda_k) == 4
+        (tmp_path / "a.mlic").write_bytes(res.bitstream)
+        script = (
+            "import sys, numpy as np, warnings; warnings.simplefilter('ignore')\n"
+            "from codec.pipeline import decode\n"
+            "r = decode(open(sys.argv[1], 'rb').read(), weights=sys.argv[2])\n"
+            "np.save(sys.argv[3], r.rgb)\n"
+        )
+        subprocess.run([sys.executable, "-c", script, str(tmp_path / "a.mlic"), str(weights), str(tmp_path / "a.npy")],
+                       check=True, cwd=ROOT, timeout=300)
+        assert np.array_equal(np.load(tmp_path / "a.npy"), res.reconstruction)
+
+
+class TestBiasSearch:
+    @pytest.fixture(scope="class")
+    def bank_backend(self):
+        net = small_net(bank=True)
+        net.update(force=True)
+        net.eval()
+        return VariableRateBackend(net)
+
+    def test_crop_synthesis_equals_full_synthesis_on_measured_region(self, bank_backend):
+        b = bank_backend
+        h, w = 320, 320
+        x = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0))
+        ri = b.rate_index(0.01)
+        y_hat = b.compress_latents(b.encode_latents(x, ri), ri)["y_hat"]
+        grid = b.net.bias_bank.grid_shape(h, w)
+        idx = torch.randint(0, 21, grid, generator=torch.Generator().manual_seed(1))
+        with torch.no_grad():
+            full = b.synthesize(y_hat, ri, None, idx)
+            s = _Synth(b, y_hat, ri, None, grid)
+            hy, wy = y_hat.shape[-2:]
+            for p in range(grid[0] * grid[1]):
+                pi, pj = divmod(p, grid[1])
+                r0, r1 = max(0, pi * PATCH_SIZE - RING), min(h, (pi + 1) * PATCH_SIZE + RING)
+                c0, c1 = max(0, pj * PATCH_SIZE - RING), min(w, (pj + 1) * PATCH_SIZE + RING)
+                yr = slice(max(0, r0 // LATENT_CELL - MARGIN_CELLS), min(hy, -(-r1 // LATENT_CELL) + MARGIN_CELLS))
+                yc = slice(max(0, c0 // LATENT_CELL - MARGIN_CELLS), min(wy, -(-c1 // LATENT_CELL) + MARGIN_CELLS))
+                crop = s.run(idx.flatten()[None], yr, yc)
+                oy, ox = yr.start * LATENT_CELL, yc.start * LATENT_CELL
+                got = crop[..., r0 - oy:r1 - oy, c0 - ox:c1 - ox]
+                assert torch.allclose(got, full[..., r0:r1, c0:c1], atol=1e-5)
+
+    def test_search_lowers_distortion_and_returns_uint8_grid(self, bank_backend):
+        b = bank_backend
+        x = image_tensor(synthetic_image(300, 260))
+        ri = b.rate_index(0.01)
+        y_hat = b.compress_latents(b.encode_latents(x, ri), ri)["y_hat"]
+        res = search_bias(b, x, y_hat, ri, None, size=(260, 300), shortlist=4)
+        assert res.indices.dtype == np.uint8 and res.indices.shape == (2, 2)
+        with torch.no_grad():
+            x_hat = b.synthesize(y_hat, ri, None, torch.from_numpy(res.indices.astype(np.int64)))
+        sse = (x_hat[..., :260, :300].clamp(0, 1) - x[..., :260, :300]).pow(2).sum().item()
+        assert sse <= res.sse_start + 1e-3
+        assert sse == pytest.approx(res.sse_best, rel=1e-4)
+
+    def test_empty_bank_is_skipped(self, vr_backend):
+        x = image_tensor(synthetic_image(64, 64))
+        ri = vr_backend.rate_index(0.01)
+        res = search_bias(vr_backend, x, torch.zeros(1, SMALL["M"], 4, 4), ri)
+        assert res.indices is None and "empty" in res.skipped
+
+
+class TestRateControl:
+    def test_secant_moves_toward_the_goal(self):
+        pts = [(math.log(0.01), math.log(0.5))]
+        assert _next_lambda(pts, math.log(0.6), 0.6, -10, 0) > math.log(0.01)
+        pts.append((math.log(0.02), math.log(0.8)))
+        nxt = _next_lambda(pts, math.log(0.6), 0.6, -10, 0)
+        assert math.log(0.01) < nxt < math.log(0.02)
+
+    def test_lands_within_tolerance_when_reachable(self, encoder):
+        png = png_bytes(synthetic_image(128, 128))
+        # random weights: the rate only rises steeply above λ ≈ 0.1, where ±2 % spans many bytes
+        forward = encoder.encode(png, {"lmbda": 0.25, "preset": "fast"}).metadata["bpp"]
+        target = round(forward * 1.05, 4)
+        res = encoder.encode(png, {"target_bpp": target, "preset": "balanced", "refine_steps": 6,
+                                   "lambda_steps": 3})
+        m = res.metadata
+        assert m["target_reached"] is True, m["stages"]
+        assert abs(m["bpp"] - target) <= RATE_TOLERANCE * target
+        assert "rounds" in m["stages"]["refine"]
+
+    def test_unreachable_target_is_reported(self, encoder):
+        res = encoder.encode(png_bytes(synthetic_image(64, 64)),
+                             {"target_bpp": 7.5, "preset": "balanced", "refine_steps": 3, "lambda_steps": 2})
+        assert res.metadata["target_reached"] is False
+        assert any("out of reach" in w for w in res.metadata["warnings"])
+
+
+class TestStages:
+    @pytest.mark.parametrize("switches", [
+        {"refine": True, "adapt_lambda": False, "bias_search": False},
+        {"refine": False, "adapt_lambda": True, "bias_search": False},
+        {"refine": False, "adapt_lambda": False, "bias_search": True},
+        {"refine": True, "adapt_lambda": True, "bias_search": True},
+    ])
+    def test_switches_are_honoured(self, encoder, switches):
+        progress = []
+        res = encoder.encode(png_bytes(synthetic_image(64, 64)),
+                             {"lmbda": 0.01, "preset": "balanced", "refine_steps": 4, "lambda_steps": 2, **switches},
+                             progress=progress.append)
+        m = res.metadata
+        for stage, on in switches.items():
+            stage_key = stage
+            assert (stage_key in m["seconds"]) is on
+            assert (stage_key in m["stages"]) is on
+            if on:
+                assert any(p["stage"] == stage for p in progress) or "skipped" in m["stages"][stage]
+        if switches["bias_search"]:
+            assert "empty" in m["stages"]["bias_search"]["skipped"]
+        if switches["refine"]:
+            s = m["stages"]["refine"]
+            assert {"bpp", "psnr", "gain_db", "delta_bpp"} <= set(s)
+        json.dumps(m)  # the worker stores it as JSON
+
+    def test_all_stages_off_is_the_forward_pass(self, encoder):
+        png = png_bytes(synthetic_image(64, 64))
+        a = encoder.encode(png, {"lmbda": 0.01, "preset": "fast"})
+        b = encoder.encode(png, {"lmbda": 0.01, "preset": "balanced", "refine": False, "adapt_lambda": False})
+        assert a.bitstream == b.bitstream
+        assert set(b.metadata["stages"]) == {"forward"}
+
+
+class TestAdaptBench:
+    def test_writes_json_markdown_plot_and_rate_control_table(self, encoder, tmp_path):
+        from codec.eval.adapt_bench import run_adapt
+
+        images = [("a", synthetic_image(64, 64)), ("b", synthetic_image(64, 64, seed=2))]
+        summary = run_adapt(images, tmp_path, encoder=encoder, configs=("forward", "lambda"), lambdas=(0.1, 0.3),
+                            targets=(0.3,), rc_preset="fast", overrides={"lambda_steps": 2})
+        for name in ("adapt.json", "adapt.md", "adapt_rd.png", "per_image/a.json"):
+            assert (tmp_path / name).is_file()
+        assert set(summary["stages"]) == {"forward", "lambda"}
+        assert summary["stages"]["forward"]["time_ratio_vs_forward"] == pytest.approx(1.0)
+        rc = summary["rate_control"]
+        assert 0.0 <= rc["within"] <= 1.0 and len(rc["per_target"]) == 1
+        assert json.loads((tmp_path / "adapt.json").read_text())["summary"]["num_images"] == 2
+
+    def test_subparser_sets_func(self):
+        import argparse
+
+        from codec.eval.adapt_bench import add_adapt_subparser
+
+        parser = argparse.ArgumentParser()
+        add_adapt_subparser(parser.add_subparsers(dest="cmd"))
+        args = parser.parse_args(["adapt", "--data", "d", "--out", "o", "--limit", "2", "--lambdas", "0.01,0.02"])
+        assert callable(args.func) and args.lambdas == (0.01, 0.02) and args.limit == 2
