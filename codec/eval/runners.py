@@ -67,17 +67,18 @@ class PipelineRunner:
             encoder_kwargs["weights"] = weights
         self._pipeline = pipeline
         self._encoder = pipeline.Encoder(**encoder_kwargs)
+        self._weights = None if weights is None else str(weights)
         self.preset = preset
 
     def encode(self, img: np.ndarray, lmbda: float) -> bytes:
         """Run the encode job at ``lmbda`` and return the container bytes."""
-        image = Image.fromarray(np.asarray(img, dtype=np.uint8), mode="RGB")
+        image = Image.fromarray(np.asarray(img, dtype=np.uint8))
         result = self._encoder.encode(image, {"lmbda": float(lmbda), "preset": self.preset})
         return bytes(result.bitstream)
 
     def decode(self, data: bytes) -> np.ndarray:
         """Decode a container with ``codec.pipeline.decode``."""
-        return np.array(self._pipeline.decode(data).image.convert("RGB"), dtype=np.uint8)
+        return self._pipeline.decode(data, weights=self._weights).rgb
 
 
 def metalic_runner(weights: Any = None, preset: str = "fast", **encoder_kwargs: Any) -> MetalicRunner:
