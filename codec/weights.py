@@ -98,7 +98,8 @@ def _load_model(name: str, device: str = "cpu", weights: str | None = None) -> L
         net = cls(**{k: config[k] for k in ("N", "M", "lmbda_min", "lmbda_max") if k in config})
         net.load_state_dict(state["model"])
         trained = True
-    net.update(force=True)
+    if not trained or net.gaussian_conditional._quantized_cdf.numel() == 0:
+        net.update(force=True)  # exported weights carry their CDF tables; snapshots do not
     net = net.eval().to(device)
     for p in net.parameters():
         p.requires_grad_(False)
