@@ -91,18 +91,6 @@ class VariableRateBackend:
     def compress_latents(self, latents, rate_index: int) -> dict:
         return self.net.compress_latents(*latents)
 
-    @torch.no_grad()
-    def retarget_latents(self, latents, from_index: int, to_index: int) -> tuple:
-        """Latents (refined) at one λ carried to another: rate control's warm start.
-
-        y_g = g_a(x)·gain(λ), so y_g·gain(λ')/gain(λ) keeps the refined content
-        on the new λ's quantization grid; z is re-derived from it by h_a.
-        """
-        y_g, _ = latents
-        ratio = self.net.gain(self._lmbda(to_index)) / self.net.gain(self._lmbda(from_index))
-        y_new = y_g * ratio
-        return y_new, self.net.h_a(y_new).float()
-
     def synthesize(self, y_hat, rate_index: int, lambda_k=None, bias=None):
         return self.net.synthesize(y_hat.to(self.device), self._lmbda(rate_index), lambda_k, bias)
 

@@ -3,6 +3,12 @@
 The latents are fixed (already hard-quantized), so the rate does not move; only
 the decoder's conditioning changes, and the K values travel in the container
 as λ-grid indices (1 + 2K bytes).
+
+Measured on training snapshots of the default model (whose modulation MLPs
+were trained with every λ_k = λ only): +0.11 to +0.15 dB at λ = 0.002 on
+kodim23, +0.02 dB at λ = 0.02 (more gain at low rates, as Jiang et al.
+report), and -1.8 % BD-rate alone on two Kodak crops; measuring on one
+192 px tile gave the same gain as on the whole image.
 """
 
 import math
@@ -15,8 +21,9 @@ from ..constants import NUM_DECODER_BLOCKS
 from ..rate import index_to_lambda, lambda_to_index
 from .refine import use_amp
 
-DEFAULT_LR = 0.1
-"""log λ units per step. Adam's step size on log λ_k (a factor e^0.1 ≈ 1.1 per step at most)."""
+DEFAULT_LR = 0.2
+"""log λ units per step. Adam's step size on log λ_k (a factor e^0.2 ≈ 1.22 per step at
+most): Jiang et al. take 5 steps, so each must be able to move λ_k noticeably."""
 
 SAMPLE_PIXELS = 1 << 16
 """Pixels. Image area the steps measure the distortion on. λ_k are K global

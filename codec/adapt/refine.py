@@ -4,6 +4,17 @@ The networks and the entropy model stay fixed; only the latent tuple (y and z
 for hyperprior models, y for factorized ones) moves, to lower the image's own
 rate-distortion cost. The decoder is unchanged, so a refined file decodes with
 the ordinary decoder.
+
+:func:`refine_latents` is the loop; :class:`Rounding` the relaxed roundings
+(noise, STE, SGA); the objectives (:class:`FixedLambda`, :class:`TargetRate`,
+:class:`TargetQuality`) decide which hard-evaluated iterate is kept and, for
+rate control, steer the loss λ while refining.
+
+Measured on an early (2500-step) training snapshot of the default model, on
+256 px Kodak crops at λ = 0.0067: in 60 steps SGA lowered the real RD cost by
+11-22 %, uniform noise by 9-14 %, STE by 6-11 %, and lr 0.05 beat 0.1 (and
+0.02 at 40 steps). bf16 autocast reached the same final cost as float32
+(3.120 vs 3.125, 40 steps) at about 20 % less time per step on an AMX CPU.
 """
 
 import math
@@ -17,7 +28,7 @@ from ..backends import hard_round
 from ..train.amp import bf16_supported
 
 ROUNDINGS = ("sga", "noise", "ste")
-"""Relaxed roundings :func:`make_rounding` knows (the same names as ``codec.options.ROUNDINGS``)."""
+"""Relaxed roundings :class:`Rounding` knows (the same names as ``codec.options.ROUNDINGS``)."""
 
 DEFAULT_LR = 0.05
 """Latent units (quantization bins) per step. Adam's step size on the latents.
@@ -63,22 +74,24 @@ class Rounding:
     * ``ste``: hard rounding forward, identity gradient (straight-through).
     * ``sga``: stochastic Gumbel annealing (Yang et al., "Improving Inference
       for Neural Image Compression", NeurIPS 2020), temperature annealed by
-      :meth:`set_step`: ``tau = SGA_TAU_MAX`` for the first ``SGA_HOLD`` of the
-      steps, then exponentially down to ``SGA_TAU_MIN`` at the last step.
+      :meth:`set_step`: ``tau = tau_max`` (``SGA_TAU_MAX``) for the first
+      ``SGA_HOLD`` of the steps, then exponentially down to ``SGA_TAU_MIN`` at
+      the last step. A warm restart passes a lower ``tau_max``: a high
+      temperature would first scatter latents that are already refined.
 
     Instances are :data:`codec.backends.RoundFn`: ``(residual, "y"|"z") → tensor``.
     """
 
-    def __init__(self, mode: str, steps: int = 1):
+    def __init__(self, mode: str, steps: int = 1, tau_max: float = SGA_TAU_MAX):
         if mode not in ROUNDINGS:
             raise ValueError(f"rounding must be one of {', '.join(ROUNDINGS)}, got {mode!r}")
-        self.mode, self.steps = mode, max(1, steps)
-        self.tau = SGA_TAU_MAX
+        self.mode, self.steps, self.tau_max = mode, max(1, steps), max(tau_max, SGA_TAU_MIN)
+        self.tau = self.tau_max
 
     def set_step(self, step: int) -> None:
         hold = SGA_HOLD * self.steps
         f = max(0.0, (step - hold) / max(1.0, self.steps - 1 - hold))
-        self.tau = SGA_TAU_MAX * (SGA_TAU_MIN / SGA_TAU_MAX) ** min(1.0, f)
+        self.tau = self.tau_max * (SGA_TAU_MIN / self.tau_max) ** min(1.0, f)
 
     def __call__(self, v: torch.Tensor, kind: str) -> torch.Tensor:
         if self.mode == "noise":
@@ -113,11 +126,15 @@ class RefineResult:
     Attributes:
         latents: tuple of Tensor. The best hard-cost iterate (detached, float32).
         start: RDCost. Hard cost of the starting latents.
-        best: RDCost. Hard cost of ``latents`` (never above ``start``).
+        best: RDCost. Hard cost of ``latents``; never worse than ``start``
+            under the objective (with FixedLambda: ``best.cost <= start.cost``).
         best_step: int. Step that produced ``latents`` (0 = the start).
         steps: int. Steps run.
         seconds: float. Wall time.
         amp: bool. Whether bf16 autocast ran the transforms.
+        lmbda: float. Loss λ at the end (moved by a steered objective).
+        last: tuple of Tensor. The final iterate (a warm start for another
+            rate-control round, which may continue from where the steering got).
         history: list of (step, RDCost). Every hard evaluation.
     """
 
@@ -128,6 +145,8 @@ class RefineResult:
     steps: int
     seconds: float
     amp: bool
+    lmbda: float
+    last: tuple = field(repr=False)
     history: list = field(default_factory=list, repr=False)
 
 
@@ -153,25 +172,149 @@ def use_amp(device, amp: bool | None) -> bool:
     return bf16_supported(dev) if amp is None else amp
 
 
+class FixedLambda:
+    """Refinement objective at a fixed λ: the best iterate is the lowest hard RD cost.
+
+    Objectives tell :func:`refine_latents` which hard-evaluated iterate is best
+    (:meth:`key`, smaller is better) and how to move the loss λ between
+    evaluations (:meth:`next_lambda`); :meth:`calibrate` sees the start's cost.
+    """
+
+    def calibrate(self, start: RDCost) -> None:
+        pass
+
+    def key(self, c: RDCost) -> tuple:
+        return (0, c.cost)
+
+    def next_lambda(self, step: int, steps: int, c: RDCost, lmbda: float) -> float:
+        return lmbda
+
+
+class _Steered(FixedLambda):
+    """Shared λ controller: log λ moves by ``gain · error`` per evaluation until
+    ``STEER_UNTIL`` of the steps, then stays, so the last iterates settle at one λ."""
+
+    def __init__(self, lmbda_range: tuple[float, float]):
+        self.lo, self.hi = (math.log(v) for v in lmbda_range)
+
+    def _move(self, step: int, steps: int, lmbda: float, delta_log: float) -> float:
+        if step > STEER_UNTIL * steps:
+            return lmbda
+        cap = math.log(STEER_MAX_RATIO)
+        return math.exp(min(self.hi, max(self.lo, math.log(lmbda) + max(-cap, min(cap, delta_log)))))
+
+
+STEER_UNTIL = 0.75
+"""Fraction of the steps. A steered objective moves λ until here, then holds it."""
+
+STEER_MAX_RATIO = 1.5
+"""Ratio. Largest change of the loss λ between two evaluations."""
+
+STEER_RATE_GAIN = 4.0
+"""d log λ per unit of log-rate error, per evaluation. Within a short
+refinement the rate answers the loss λ weakly (d log bpp / d log λ ≈ 0.2) and
+with a lag; a gain near the inverse slope, capped by STEER_MAX_RATIO per
+evaluation, brings it to the target in a few evaluations without oscillating."""
+
+STEER_PSNR_GAIN = 1.0
+"""d log λ per dB of PSNR error, per evaluation (within a short refinement the
+PSNR moves about 1 dB per unit of log λ)."""
+
+
+class TargetRate(_Steered):
+    """Objective for a bpp target: steer the loss λ so the *predicted real* rate
+    meets ``aim``, and keep the best-PSNR iterate inside ``band``.
+
+    The real file differs from the entropy model's estimate by the header and
+    the coder's overhead; :meth:`calibrate` measures that offset on the start,
+    whose real size is known (``start_bpp``), and adds it to every estimate.
+    Iterates predicted outside the band lose to every iterate inside it; among
+    those outside, the closer rate wins (overshoot counted double).
+
+    Args:
+        aim: float. bpp the coded refinement should have.
+        band: float. bpp either side of ``aim`` accepted.
+        start_bpp: float. Real bpp of the starting latents (as coded).
+        lmbda_range: (float, float). Bounds of the loss λ.
+    """
+
+    def __init__(self, aim: float, band: float, start_bpp: float, lmbda_range: tuple[float, float]):
+        super().__init__(lmbda_range)
+        self.aim, self.band, self.start_bpp, self.offset = aim, band, start_bpp, 0.0
+
+    def calibrate(self, start: RDCost) -> None:
+        self.offset = self.start_bpp - start.bpp
+
+    def predict(self, c: RDCost) -> float:
+        return max(c.bpp + self.offset, 1e-6)
+
+    def key(self, c: RDCost) -> tuple:
+        miss = self.predict(c) - self.aim
+        if abs(miss) <= self.band:
+            return (0, c.mse)
+        return (1, abs(miss) / self.aim * (2 if miss > 0 else 1))
+
+    def next_lambda(self, step, steps, c, lmbda):
+        return self._move(step, steps, lmbda, STEER_RATE_GAIN * math.log(self.aim / self.predict(c)))
+
+
+class TargetQuality(_Steered):
+    """Objective for a PSNR target: steer λ so the predicted real PSNR is ``aim``
+    (the target plus a margin), and keep the smallest iterate predicted to meet
+    ``floor`` (the target); the offset of real to estimated PSNR (8-bit
+    rounding) is calibrated on the start as in :class:`TargetRate`.
+
+    Args:
+        aim: float. dB to steer to.
+        floor: float. dB an iterate must reach to count as meeting the target.
+        start_psnr: float. Real PSNR of the starting latents (as coded).
+        lmbda_range: (float, float). Bounds of the loss λ.
+    """
+
+    def __init__(self, aim: float, floor: float, start_psnr: float, lmbda_range: tuple[float, float]):
+        super().__init__(lmbda_range)
+        self.aim, self.floor, self.start_psnr, self.offset = aim, floor, start_psnr, 0.0
+
+    def calibrate(self, start: RDCost) -> None:
+        self.offset = self.start_psnr - start.psnr
+
+    def predict(self, c: RDCost) -> float:
+        return c.psnr + self.offset
+
+    def key(self, c: RDCost) -> tuple:
+        p = self.predict(c)
+        return (0, c.bpp) if p >= self.floor else (1, -p)
+
+    def next_lambda(self, step, steps, c, lmbda):
+        return self._move(step, steps, lmbda, STEER_PSNR_GAIN * (self.aim - self.predict(c)))
+
+
 def refine_latents(backend, x: torch.Tensor, latents: tuple, rate_index: int, steps: int, *,
-                   lmbda: float | None = None, rounding: str = "sga", lr: float = DEFAULT_LR,
-                   size: tuple[int, int] | None = None, eval_every: int = 5, amp: bool | None = None,
-                   seed: int = 0, progress: Callable[[int, int, RDCost], None] | None = None) -> RefineResult:
+                   lmbda: float | None = None, objective: FixedLambda | None = None, rounding: str = "sga",
+                   lr: float = DEFAULT_LR, tau_max: float = SGA_TAU_MAX, size: tuple[int, int] | None = None,
+                   eval_every: int = 5, amp: bool | None = None, seed: int = 0,
+                   progress: Callable[[int, int, RDCost], None] | None = None) -> RefineResult:
     """Refines latents by Adam on R + λ·255²·D under a relaxed rounding (M1).
 
     Campos et al., "Content Adaptive Optimization for Neural Image Compression"
     (CVPRW 2019), Algorithm 1, on y *and* z (the hyper-latent is refined too,
     as in Yang et al. 2020), with the relaxed rounding selectable
-    (:class:`Rounding`). The best *hard-quantized* RD cost seen is tracked
-    (evaluated every ``eval_every`` steps and at the end) and that iterate is
-    returned, so the result is never worse than the start under the same cost.
+    (:class:`Rounding`). The latents are hard-quantized and evaluated every
+    ``eval_every`` steps (and at the end), and the best iterate under the
+    objective is returned, never the last one by default: the start is one of
+    the candidates, so the result is never worse than the start.
 
     ::
 
         latents ──► round_fn ──► rd_terms ──► bits/px + λ·255²·MSE ──► Adam ─┐
            ▲                                                                │
            └────────────────────────────────────────────────────────────────┘
-        every eval_every steps: hard cost (round) → keep the best iterate
+        every eval_every steps: hard cost ──► objective: keep the best iterate,
+                                              move λ (rate control, L²C III-E)
+
+    With :class:`TargetRate` or :class:`TargetQuality` the loss λ is steered
+    during the first STEER_UNTIL of the steps (L²C adjusts "the weighting
+    coefficients for the loss terms" to reach a target bitrate).
 
     Args:
         backend: a :mod:`codec.backends` backend with ``supports_refine``.
@@ -179,10 +322,12 @@ def refine_latents(backend, x: torch.Tensor, latents: tuple, rate_index: int, st
         latents: tuple of Tensor. Starting latents (not modified).
         rate_index: int. Rate parameter the transforms and entropy model run at.
         steps: int. Adam steps (0 only evaluates the start).
-        lmbda: float or None. λ of the loss; None takes the backend's λ at
-            ``rate_index``. Rate control moves it (L²C adjusts the loss weights).
+        lmbda: float or None. Initial λ of the loss; None takes the backend's λ
+            at ``rate_index``.
+        objective: FixedLambda, TargetRate, TargetQuality or None (FixedLambda).
         rounding: str. "sga", "noise" or "ste".
         lr: float. Adam's initial step size; decays (cosine) to ``LR_FINAL_RATIO`` of it.
+        tau_max: float. SGA's starting temperature (lower for a warm restart).
         size: (h, w) or None. Original image size; None means x is not padded.
         eval_every: int. Steps between hard evaluations.
         amp: bool or None. True runs the transforms under bf16 autocast (the
@@ -191,22 +336,25 @@ def refine_latents(backend, x: torch.Tensor, latents: tuple, rate_index: int, st
         progress: callable (step, steps, RDCost) or None. Called at each hard evaluation.
 
     Returns:
-        RefineResult. The best iterate and its cost.
+        RefineResult. The best iterate, its cost and the final loss λ.
     """
     t0 = time.perf_counter()
     h, w = size or tuple(x.shape[-2:])
     lmbda = backend.rate_lambda(rate_index) if lmbda is None else lmbda
+    objective = objective or FixedLambda()
     amp = use_amp(x.device, amp)
     start_latents = tuple(t.detach().float() for t in latents)
     start = hard_cost(backend, x, start_latents, rate_index, lmbda, h, w)
+    objective.calibrate(start)
     best, best_latents, best_step, history = start, start_latents, 0, [(0, start)]
     if steps <= 0:
-        return RefineResult(best_latents, start, best, 0, 0, time.perf_counter() - t0, amp, history)
+        return RefineResult(best_latents, start, best, 0, 0, time.perf_counter() - t0, amp, lmbda, best_latents,
+                            history)
 
     params = [t.clone().requires_grad_(True) for t in start_latents]
     opt = torch.optim.Adam(params, lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=lr * LR_FINAL_RATIO)
-    round_fn = Rounding(rounding, steps)
+    round_fn = Rounding(rounding, steps, tau_max)
     gen_state = torch.random.get_rng_state()
     torch.manual_seed(seed)  # the rounding noise; restored afterwards so callers' RNG is untouched
     dev = x.device.type
@@ -224,11 +372,14 @@ def refine_latents(backend, x: torch.Tensor, latents: tuple, rate_index: int, st
             if step % eval_every == 0 or step == steps:
                 c = hard_cost(backend, x, params, rate_index, lmbda, h, w)
                 history.append((step, c))
-                if c.cost < best.cost:
+                if objective.key(c) < objective.key(best):
                     best, best_step = c, step
                     best_latents = tuple(p.detach().clone() for p in params)
+                lmbda = objective.next_lambda(step, steps, c, lmbda)
                 if progress is not None:
-                    progress(step, steps, best)
+                    progress(step, steps, c)
     finally:
         torch.random.set_rng_state(gen_state)
-    return RefineResult(best_latents, start, best, best_step, steps, time.perf_counter() - t0, amp, history)
+    last = tuple(p.detach() for p in params)
+    return RefineResult(best_latents, start, best, best_step, steps, time.perf_counter() - t0, amp, lmbda, last,
+                        history)

@@ -17,7 +17,7 @@ from ..constants import NUM_DECODER_BLOCKS
 from ..options import RATE_TOLERANCE
 from .bias_search import search_bias
 from .lambda_adapt import adapt_lambda
-from .refine import refine_latents
+from .refine import DEFAULT_LR, SGA_TAU_MAX, FixedLambda, TargetQuality, TargetRate, refine_latents
 
 MAX_ROUNDS = 4
 """Count. Refinement rounds rate control may spend (the first included)."""
@@ -25,22 +25,17 @@ MAX_ROUNDS = 4
 WARM_FRACTION = 0.5
 """Ratio. Steps of a warm-started rate-control round relative to the first round."""
 
-RATE_SLOPE = 0.6
-"""d log bpp / d log λ assumed before two refined points give the secant
-(the model's RD curves have about this slope; used for the first correction)."""
+WARM_LR = 0.5
+"""Ratio. Learning rate of a warm round relative to the first: its latents are already refined."""
 
-LOSS_ONLY_SLOPE = 0.3
-"""d log bpp / d log λ when only the loss λ moves (fixed-rate zoo models):
-the latents can shift the rate less than a new quality level would."""
+WARM_TAU = 0.2
+"""Temperature. SGA's starting temperature in a warm round (a cold start uses 0.5)."""
 
-MAX_LAMBDA_STEP = 4.0
-"""Ratio. Largest change of λ in one rate-control round."""
+LAMBDA_SPAN = 16.0
+"""Ratio. Rate control moves the loss λ within [λ/span, λ·span] of the rate search's λ."""
 
-PSNR_SLOPE = 2.5
-"""dB per unit of log λ assumed before two refined points give the secant (PSNR target)."""
-
-PSNR_MARGIN = 0.02
-"""dB. A PSNR-target round aims this much above the target, so it lands on the right side."""
+PSNR_MARGIN = 0.03
+"""dB. A PSNR-target refinement steers this much above the target, so it lands on the right side."""
 
 LAMBDA_K_BYTES = 1 + 2 * NUM_DECODER_BLOCKS
 """Bytes. Container cost of the λ_k values (the count and K uint16)."""
@@ -118,96 +113,77 @@ def _overhead_bpp(enc, img, opts) -> float:
     return nbytes * 8 / (img.width * img.height)
 
 
-def _retarget(b, latents, rate_index: int, lmbda: float):
-    """Rate index and warm-start latents for a refinement at loss λ ``lmbda``.
-
-    Variable-rate backends move their rate index with λ (the model runs at the
-    operating point it was trained for) and map the latents across
-    (``retarget_latents``); fixed-rate zoo backends keep their quality level and
-    only the loss λ moves, as L²C adjusts its loss weights for rate control.
-    """
-    move = getattr(b, "retarget_latents", None)
-    if move is None:
-        return rate_index, latents
-    lo, hi = b.rate_range()
-    new_index = min(hi, max(lo, b.rate_index(lmbda)))
-    if new_index == rate_index:
-        return rate_index, latents
-    return new_index, move(latents, rate_index, new_index)
-
-
-def _next_lambda(points, goal_log, slope: float, lo: float, hi: float) -> float:
-    """Secant step in log λ toward ``goal_log`` from measured (log λ, value) points.
-
-    ``value`` is log bpp (bpp target) or PSNR (PSNR target); with one point the
-    assumed ``slope`` stands in for the secant. Steps are capped at MAX_LAMBDA_STEP.
-    """
-    pts = sorted(points, key=lambda p: abs(p[1] - goal_log))[:2]
-    (l0, v0) = pts[0]
-    s = slope
-    if len(pts) == 2 and abs(pts[1][0] - l0) > 1e-9:
-        s2 = (pts[1][1] - v0) / (pts[1][0] - l0)
-        if s2 > 1e-3:  # monotone increasing, as it must be; else keep the prior slope
-            s = s2
-    step = (goal_log - v0) / s
-    cap = math.log(MAX_LAMBDA_STEP)
-    return min(hi, max(lo, l0 + max(-cap, min(cap, step))))
+def _objective(goal: _Goal, start, overhead: float, lmbda_range):
+    """The refinement objective of a goal, calibrated on the start's coded file."""
+    if goal.bpp is not None:
+        return TargetRate(goal.bpp - overhead, 0.5 * RATE_TOLERANCE * goal.bpp, start.bpp, lmbda_range)
+    if goal.psnr is not None:
+        return TargetQuality(goal.psnr + PSNR_MARGIN, goal.psnr + PSNR_MARGIN / 4, start.psnr, lmbda_range)
+    return FixedLambda()
 
 
 def _refine_stage(enc, x, img, opts, forward, goal: _Goal, report, overhead: float):
-    """Latent refinement with rate control; returns (best candidate, stage info)."""
+    """Latent refinement with rate control; returns (best candidate, stage info).
+
+    Round 0 refines the forward latents at the rate search's λ, the objective
+    steering the loss λ toward the target (:class:`TargetRate`,
+    :class:`TargetQuality`); its best iterate is coded and measured. If no
+    refined iterate meets the target, the last iterate (where the steering got
+    to) is coded too, and the next round continues from it, warm (fewer steps,
+    a lower learning rate and SGA temperature), with the estimate-to-file
+    offset calibrated on that file. The pick is the best coded file under the
+    goal, the forward pass included. The rate index stays the one the
+    rate search chose (for zoo models, the quality level), as L²C picks the
+    codec first and then tunes the loss weights.
+    """
     b = enc.backend
     h, w = img.height, img.width
-    lam0 = b.rate_lambda(forward.rate_index)
+    ri = forward.rate_index
+    lmbda = b.rate_lambda(ri)
+    lmbda_range = (lmbda / LAMBDA_SPAN, lmbda * LAMBDA_SPAN)
     eval_every = max(2, min(10, opts.refine_steps // 20))
-    lo_i, hi_i = b.rate_range()
-    moves_index = hasattr(b, "retarget_latents")
-    lam_lo = math.log(b.rate_lambda(lo_i)) if moves_index else math.log(lam0) - math.log(16)
-    lam_hi = math.log(b.rate_lambda(hi_i)) if moves_index else math.log(lam0) + math.log(16)
-    slope = RATE_SLOPE if moves_index else LOSS_ONLY_SLOPE
+    steered = goal.bpp is not None or goal.psnr is not None
+    rounds, coded = [], []
+    start, steps = forward, opts.refine_steps
 
-    rounds, points, coded = [], [], []
-    lmbda, start_index, start_latents = lam0, forward.rate_index, forward.latents
-    steps = opts.refine_steps
+    def satisfied(c) -> bool:
+        if goal.bpp is not None:
+            return goal.inside(c.bpp + overhead)
+        return c.psnr >= goal.psnr
+
     for rnd in range(MAX_ROUNDS):
-        ri, lat = _retarget(b, start_latents, start_index, lmbda)
+        warm = rnd > 0
         rep = _Reporter(report, "refine", steps, round=rnd)
         res = refine_latents(
-            b, x, lat, ri, steps, lmbda=lmbda, rounding=opts.rounding, size=(h, w), eval_every=eval_every,
-            seed=rnd, progress=lambda s, n, c: rep(s, c.bpp, c.psnr))
-        cand = enc.code(x, img.rgb, img.mode, ri, latents=res.latents)
-        coded.append((lmbda, cand))
-        rounds.append({"lmbda": lmbda, "rate_index": ri, "steps": steps, "best_step": res.best_step,
-                       "bpp": round(cand.bpp, 6), "psnr": round(cand.psnr, 4),
-                       "est_cost": [round(res.start.cost, 6), round(res.best.cost, 6)], "amp": res.amp})
-        if goal.bpp is not None:
-            aim = goal.bpp - overhead
-            final_bpp = cand.bpp + overhead
-            if goal.inside(final_bpp):
-                break
-            points.append((math.log(lmbda), math.log(cand.bpp)))
-            nxt = _next_lambda(points, math.log(aim), slope, lam_lo, lam_hi)
-        elif goal.psnr is not None:
-            points.append((math.log(lmbda), cand.psnr))
-            meets = [c for _, c in coded if c.psnr >= goal.psnr]
-            # stop once a file meets P within a small margin (no cheaper one is worth a round)
-            if meets and min(c.psnr for c in meets) - goal.psnr <= 4 * PSNR_MARGIN:
-                break
-            nxt = _next_lambda(points, goal.psnr + PSNR_MARGIN, PSNR_SLOPE, lam_lo, lam_hi)
-        else:
+            b, x, start.latents, ri, steps, lmbda=lmbda, objective=_objective(goal, start, overhead, lmbda_range),
+            rounding=opts.rounding, lr=DEFAULT_LR * (WARM_LR if warm else 1.0),
+            tau_max=WARM_TAU if warm else SGA_TAU_MAX, size=(h, w), eval_every=eval_every, seed=rnd,
+            progress=lambda s, n, c: rep(s, c.bpp, c.psnr))
+        cand = start if res.best_step == 0 else enc.code(x, img.rgb, img.mode, ri, latents=res.latents)
+        coded.append(cand)
+        rounds.append({"lmbda_end": res.lmbda, "steps": steps, "best_step": res.best_step,
+                       "bpp": round(cand.bpp, 6), "psnr": round(cand.psnr, 4), "amp": res.amp,
+                       "est_bpp": [round(res.start.bpp, 6), round(res.best.bpp, 6)]})
+        # a refined iterate on target ends it; the start alone does not (the
+        # steering may just need another round to bring the gains into range)
+        if not steered or (satisfied(cand) and res.best_step > 0) or rnd == MAX_ROUNDS - 1:
             break
-        if abs(nxt - math.log(lmbda)) < 1e-6:
-            break  # λ is pinned at the end of its range: the target is out of reach
-        # warm start from the round closest in λ to the next one
-        near = min(range(len(coded)), key=lambda i: abs(math.log(coded[i][0]) - nxt))
-        lmbda, start_index, start_latents = math.exp(nxt), coded[near][1].rate_index, coded[near][1].latents
+        # The best iterate missed; the last one is where the steering got to (often
+        # a better start than the forward pass). Code it: it is a candidate itself,
+        # and its real size calibrates the next round's estimate.
+        last = enc.code(x, img.rgb, img.mode, ri, latents=res.last)
+        coded.append(last)
+        rounds[-1]["last"] = {"bpp": round(last.bpp, 6), "psnr": round(last.psnr, 4)}
+        if satisfied(last):
+            break
+        start, lmbda = last, res.lmbda
         steps = max(1, int(opts.refine_steps * WARM_FRACTION))
 
-    # choose among every coded refinement and the forward pass, as the final file will be seen
-    pool = [(lm, c) for lm, c in coded] + [(None, forward)]
-    lm_best, best = min(pool, key=lambda p: goal.key(_with_overhead(p[1], overhead)))
+    # choose among every coded round and the forward pass, as the final file will be seen
+    pool = coded + [forward]
+    best = min(pool, key=lambda c: goal.key(_with_overhead(c, overhead)))
     return best, {"rounds": rounds, "rounding": opts.rounding, "steps": sum(r["steps"] for r in rounds),
-                  "lmbda": lm_best, "kept": lm_best is not None}
+                  "kept": best is not forward}
 
 
 class _Sized:
@@ -228,9 +204,10 @@ def run_stages(enc, x: torch.Tensor, img, opts, best, report, timings: dict, sta
     ``timings[stage]`` (seconds) and ``stages[stage]`` (bpp, psnr, gain_db and
     delta_bpp against the forward pass, or ``skipped`` with the reason). Rate
     control (M7, L²C section III-E) wraps refinement: refine at the λ of the
-    rate search, measure the real file, and if a bpp target is missed by more
-    than RATE_TOLERANCE, move λ by a secant in (log λ, log bpp) and refine again,
-    warm-started, up to MAX_ROUNDS. λ_k and bias indices change only the
+    rate search with the loss λ steered toward the target on the calibrated
+    estimate, measure the real file, and if a bpp target is still missed by
+    more than RATE_TOLERANCE, refine again from there, warm-started, up to
+    MAX_ROUNDS (:func:`_refine_stage`). λ_k and bias indices change only the
     distortion, but they add container bytes: rate control reserves them, and
     each of those stages keeps its result only if the coded file is better
     under the same goal (see :class:`_Goal`).

@@ -1,8 +1,11 @@
 """``metalic train export`` and ``metalic train plot``.
 
-Export turns a training checkpoint into a shipped weights file (float32 state
-dict with the CDF tables already built) and records it in the manifest with
-its sha256, model config, λ range, steps, wall time, data and log.
+Export turns a training checkpoint (base or meta) or a bias-bank weights file
+into a shipped weights file (float32 state dict with the CDF tables already
+built) and records it in the manifest with its sha256, model config, λ range,
+steps, wall time, data, log, and (when present) the meta fine-tuning's start
+weights and the bias bank's summary. ``default`` names the entry the service
+ships; each entry's ``architecture`` is the registry slug it loads as.
 """
 
 import argparse
@@ -16,11 +19,22 @@ import torch
 from ..weights import MANIFEST, WEIGHTS_DIR, read_manifest, sha256_file
 
 
-def export(ckpt: Path, name: str, out_dir: Path = WEIGHTS_DIR, make_default: bool = True, note: str = "") -> dict:
+def export(ckpt: Path, name: str, out_dir: Path = WEIGHTS_DIR, make_default: bool = True, note: str = "",
+           architecture: str = "metalic-vr") -> dict:
+    """Writes ``out_dir/<name>.pt`` and its manifest entry.
+
+    Args:
+        ckpt: Path. A training checkpoint (``train base`` or ``train meta``) or a
+            weights file (``train bias-bank``'s ``weights.pt``).
+        name: str. Manifest key and file stem.
+        make_default: bool. True makes this entry the manifest's ``default``.
+        architecture: str. Registry slug the weights are for.
+    """
     from ..models.variable_rate import VariableRateHyperprior
 
     state = torch.load(ckpt, map_location="cpu", weights_only=True)
     cfg = state["config"]
+    train_cfg = state.get("train_config", cfg)
     model_cfg = {k: cfg[k] for k in ("N", "M", "lmbda_min", "lmbda_max")}
     net = VariableRateHyperprior(**model_cfg)
     net.load_state_dict(state["model"])
@@ -31,22 +45,39 @@ def export(ckpt: Path, name: str, out_dir: Path = WEIGHTS_DIR, make_default: boo
                 "config": model_cfg}, path)
     run_dir = ckpt.parent
     entry = {
-        "file": path.name, "sha256": sha256_file(path), "bytes": path.stat().st_size,
+        "file": path.name, "sha256": sha256_file(path), "bytes": path.stat().st_size, "architecture": architecture,
         "config": model_cfg, "lmbda_range": [cfg["lmbda_min"], cfg["lmbda_max"]],
-        "steps": state["step"], "wall_seconds": round(state.get("wall", 0.0), 1),
-        "bf16_autocast": state.get("amp"), "train_config": cfg, "data": cfg["data"],
+        "steps": state.get("step"), "wall_seconds": round(state.get("wall", 0.0), 1),
+        "bf16_autocast": state.get("amp"), "train_config": train_cfg, "data": train_cfg.get("data"),
         "train_images": state.get("images"), "note": note,
+        "bias_bank_clusters": _bank_rows(net.bias_bank),
     }
+    if "init_sha256" in state:  # a meta fine-tuning checkpoint (train meta)
+        entry["meta"] = {"init": state.get("init"), "init_sha256": state["init_sha256"]}
+    if "bias_bank" in state:  # a bias-bank weights file (train bias-bank)
+        entry["bias_bank"] = {k: v for k, v in state["bias_bank"].items() if k != "cluster_sizes"}
     for src, suffix in ((run_dir / "log.csv", "log.csv"), (run_dir / "curves.png", "curves.png")):
         if src.exists():
             shutil.copyfile(src, out_dir / f"{name}.{suffix}")
             entry[suffix.split(".")[0]] = f"{name}.{suffix}"
-    manifest = read_manifest() if out_dir == WEIGHTS_DIR else {"default": None, "models": {}}
+    manifest = read_manifest() if out_dir == WEIGHTS_DIR else _read_local(out_dir / MANIFEST.name)
     manifest["models"][name] = entry
     if make_default or not manifest.get("default"):
         manifest["default"] = name
     (out_dir / MANIFEST.name).write_text(json.dumps(manifest, indent=2) + "\n")
     return entry
+
+
+def _bank_rows(bank) -> int:
+    """Non-zero bank rows (clusters the encoder can pick besides index 0)."""
+    nonzero = torch.zeros(bank.bank(0).shape[0], dtype=torch.bool)
+    for i in range(bank.num_layers):
+        nonzero |= bank.bank(i).ne(0).any(1)
+    return int(nonzero.sum())
+
+
+def _read_local(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {"default": None, "models": {}}
 
 
 def plot(log_path: Path, out: Path) -> None:
@@ -83,6 +114,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=str(WEIGHTS_DIR))
     p.add_argument("--not-default", action="store_true")
     p.add_argument("--note", default="")
+    p.add_argument("--architecture", default="metalic-vr", help="registry slug the weights are for")
 
 
 def add_plot_arguments(p: argparse.ArgumentParser) -> None:
@@ -93,10 +125,10 @@ def add_plot_arguments(p: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     ckpt = Path(args.checkpoint)
     log = ckpt.parent / "log.csv"
-    if log.exists():
+    if log.exists() and "kind" in open(log).readline().split(","):  # a training log (not bias-bank's)
         plot(log, ckpt.parent / "curves.png")
-    entry = export(ckpt, args.name, Path(args.out), not args.not_default, args.note)
-    print(json.dumps({k: entry[k] for k in ("file", "sha256", "bytes", "steps", "wall_seconds")}))
+    entry = export(ckpt, args.name, Path(args.out), not args.not_default, args.note, args.architecture)
+    print(json.dumps({k: entry[k] for k in ("file", "sha256", "bytes", "steps", "wall_seconds", "bias_bank_clusters")}))
     return 0
 
 

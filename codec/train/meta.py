@@ -42,9 +42,12 @@ kill the run and start the same command again to resume.
 
 Typical workflow::
 
-    metalic train meta --init codec/weights/metalic-vr.pt --out runs/meta --config configs/meta.json
-    metalic train export runs/meta/last.pt --name metalic-vr-meta --not-default
-    metalic bench meta --base codec/weights/metalic-vr.pt --meta codec/weights/metalic-vr-meta.pt ...
+    metalic train meta --config configs/meta.json --out runs/meta
+    metalic train meta --config configs/meta.json --out runs/meta-baseline --inner-steps 0   # L²C's control
+    metalic train export runs/meta/last.pt --name metalic-vr-meta --not-default --out runs/export
+    metalic train export runs/meta-baseline/last.pt --name metalic-vr-ft --not-default --out runs/export
+    metalic bench meta --base runs/export/metalic-vr-ft.pt --meta runs/export/metalic-vr-meta.pt \
+        --data ../shared/datasets/kodak --out results/meta --crop 256
 """
 
 import argparse
@@ -65,7 +68,7 @@ from ..backends import eb_likelihood, hard_round
 from ..models.variable_rate import VariableRateHyperprior
 from ..weights import sha256_file
 from .amp import resolve_amp
-from .base import save_atomic
+from .base import learning_rate, save_atomic  # learning_rate reads steps/lr/lr_final/decay_from only
 from .config import TrainConfig
 from .data import CropSampler, center_crops
 
@@ -82,7 +85,17 @@ class MetaConfig:
 
     ``inner_lr`` is in latent units (quantization bins) per step for Adam; for
     SGD the inner loss is in bits (the per-pixel loss times the pixel count),
-    so ``inner_lr`` is in bins per bit of loss gradient.
+    so ``inner_lr`` is in bins per bit of loss gradient. ``inner_steps = 0``
+    is L²C's *baseline fine-tuning* (the plain loss, same schedule), the
+    control a meta run is compared with. Validation always refines
+    ``val_steps`` steps, so a meta run and its baseline log comparable drops.
+
+    ``outer_encoder = False`` stops the refined loss's gradient at ``y⁰``: the
+    encoder then learns from the forward loss only, and the refined loss
+    trains h_s, g_s and the entropy model to be good *after* refinement. With
+    it True (L²C), the encoder also learns to output latents that are already
+    close to the refined ones, which lowers the final cost but also the drop
+    refinement still finds.
     """
 
     init: str = "codec/weights/metalic-vr.pt"
@@ -98,16 +111,18 @@ class MetaConfig:
     aux_lr: float = 1e-3
     clip: float = 1.0
     inner_steps: int = 4
-    inner_lr: float = 0.1
+    inner_lr: float = 0.05
     inner_opt: str = "adam"
     rounding: str = "noise"
     second_order: bool = False
-    forward_weight: float = 0.3
+    forward_weight: float = 0.5
+    outer_encoder: bool = True
     seed: int = 1
     amp: str = "auto"
     threads: int = 0
     ckpt_every: int = 50
     val_every: int = 250
+    val_steps: int = 4
     val_images: int = 8
     val_size: int = 256
     log_every: int = 10
@@ -119,8 +134,8 @@ class MetaConfig:
         return dataclasses.asdict(self)
 
     def check(self) -> None:
-        if not 1 <= self.inner_steps <= 16:
-            raise ValueError(f"inner_steps must be 1..16, got {self.inner_steps}")
+        if not 0 <= self.inner_steps <= 16:
+            raise ValueError(f"inner_steps must be 0..16, got {self.inner_steps}")
         if self.inner_opt not in INNER_OPTS:
             raise ValueError(f"inner_opt must be one of {INNER_OPTS}, got {self.inner_opt!r}")
         if self.rounding not in ("noise", "sga"):
@@ -191,7 +206,8 @@ def inner_loop(net, x: torch.Tensor, y0: torch.Tensor, z0: torch.Tensor, lmbda: 
 
     Returns:
         dict: ``y``, ``z`` (refined latents, differentiable per the mode),
-        ``forward`` (rd_terms dict of the start, or None), ``round_fn``.
+        ``dy``, ``dz`` (the offsets alone), ``forward`` (rd_terms dict of the
+        start, or None), ``round_fn``.
     """
     round_fn = Rounding(rounding, steps)
     dy = torch.zeros_like(y0, requires_grad=True)
@@ -218,7 +234,7 @@ def inner_loop(net, x: torch.Tensor, y0: torch.Tensor, z0: torch.Tensor, lmbda: 
             dz = (dz + steps_[1]).detach().requires_grad_(True)
     if not second_order:
         dy, dz = dy.detach(), dz.detach()
-    return {"y": y0 + dy, "z": z0 + dz, "forward": forward, "round_fn": round_fn}
+    return {"y": y0 + dy, "z": z0 + dz, "dy": dy, "dz": dz, "forward": forward, "round_fn": round_fn}
 
 
 # ----- loading ------------------------------------------------------------------------------------
@@ -236,22 +252,19 @@ def sample_lmbda(lo: float, hi: float, gen: torch.Generator, n: int) -> torch.Te
     return torch.exp(math.log(lo) + u * (math.log(hi) - math.log(lo)))
 
 
-def learning_rate(cfg: MetaConfig, step: int) -> float:
-    start = int(cfg.decay_from * cfg.steps)
-    if step < start:
-        return cfg.lr
-    f = min(1.0, (step - start) / max(1, cfg.steps - start))
-    return cfg.lr * (cfg.lr_final / cfg.lr) ** f
-
-
 def meta_step(net, x, lam, cfg: MetaConfig, amp: bool) -> dict:
     """Forward + inner loop + the combined outer loss (not yet backpropagated)."""
     y0, z0 = encode(net, x, lam, amp)
+    if cfg.inner_steps == 0:  # baseline fine-tuning: the plain training loss
+        fwd = rd_terms(net, x, y0, z0, lam, Rounding("noise"), amp)
+        loss = fwd["loss_i"].mean()
+        return {"loss": loss, "loss_ref": loss, "loss_fwd": loss, "ref": fwd}
     inner = inner_loop(net, x, y0, z0, lam, steps=cfg.inner_steps, lr=cfg.inner_lr, opt=cfg.inner_opt,
                        rounding=cfg.rounding, second_order=cfg.second_order,
                        keep_forward=cfg.forward_weight > 0, amp=amp)
     # the outer (query) loss: the refined latents under the training relaxation
-    ref = rd_terms(net, x, inner["y"], inner["z"], lam, Rounding("noise"), amp)
+    y, z = (inner["y"], inner["z"]) if cfg.outer_encoder else (y0.detach() + inner["dy"], z0.detach() + inner["dz"])
+    ref = rd_terms(net, x, y, z, lam, Rounding("noise"), amp)
     loss_ref = ref["loss_i"].mean()
     fwd = inner["forward"]
     loss_fwd = fwd["loss_i"].mean() if fwd is not None else loss_ref.detach() * float("nan")
@@ -268,8 +281,16 @@ def encode(net, x: torch.Tensor, lam: torch.Tensor, amp: bool) -> tuple[torch.Te
     return y_g, z
 
 
+def _hard_cost(net, x, y, z, lam) -> dict:
+    """Float32 RD cost once hard-quantized, on the clamped output (as the decoder gives it)."""
+    r = rd_terms(net, x, y, z, lam, hard_round, False)
+    r["mse_i"] = (r["x_hat"].clamp(0, 1) - x).pow(2).mean((1, 2, 3))
+    r["loss_i"] = r["bpp_i"] + lam * 255**2 * r["mse_i"]
+    return r
+
+
 def validate(net, val: torch.Tensor, cfg: MetaConfig, device, amp: bool) -> list[dict]:
-    """Hard-quantized RD of the forward latents and after ``inner_steps`` refinement steps.
+    """Hard-quantized RD of the forward latents and after ``val_steps`` refinement steps.
 
     The refinement drop (``drop`` = forward − refined cost) is what meta
     fine-tuning should raise; ``loss_fwd`` is what it must not worsen.
@@ -283,16 +304,15 @@ def validate(net, val: torch.Tensor, cfg: MetaConfig, device, amp: bool) -> list
             lam = torch.full((x.shape[0],), lmbda, device=device)
             with torch.no_grad():
                 y0, z0 = net.encode_latents(x, lam)
-                start = rd_terms(net, x, y0, z0, lam, hard_round, False)
-            inner = inner_loop(net, x, y0, z0, lam, steps=cfg.inner_steps, lr=cfg.inner_lr, opt=cfg.inner_opt,
+                start = _hard_cost(net, x, y0, z0, lam)
+            inner = inner_loop(net, x, y0, z0, lam, steps=cfg.val_steps, lr=cfg.inner_lr, opt=cfg.inner_opt,
                                rounding=cfg.rounding, keep_forward=False, amp=amp)
             with torch.no_grad():
-                end = rd_terms(net, x, inner["y"], inner["z"], lam, hard_round, False)
+                end = _hard_cost(net, x, inner["y"], inner["z"], lam)
             tot["loss_fwd"] += start["loss_i"].sum().item()
             tot["loss_ref"] += end["loss_i"].sum().item()
             tot["bpp"] += end["bpp_i"].sum().item()
-            mse = (end["x_hat"].clamp(0, 1) - x).pow(2).mean((1, 2, 3))
-            tot["psnr"] += (10 * torch.log10(1 / mse.clamp_min(1e-10))).sum().item()
+            tot["psnr"] += (10 * torch.log10(1 / end["mse_i"].clamp_min(1e-10))).sum().item()
         row = {k: v / len(val) for k, v in tot.items()}
         row.update(kind="val", lmbda=lmbda, loss=row["loss_ref"], drop=row["loss_fwd"] - row["loss_ref"])
         rows.append(row)

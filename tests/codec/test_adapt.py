@@ -26,8 +26,9 @@ from codec import bitstream
 from codec.adapt.bias_search import LATENT_CELL, MARGIN_CELLS, RING, _Synth, search_bias
 from codec.adapt.lambda_adapt import adapt_lambda
 from codec.adapt.rate_control import search_rate
-from codec.adapt.refine import ROUNDINGS, SGA_TAU_MAX, SGA_TAU_MIN, Rounding, hard_cost, refine_latents
-from codec.adapt.stages import _next_lambda, run_stages
+from codec.adapt.refine import (ROUNDINGS, SGA_TAU_MAX, SGA_TAU_MIN, RDCost, Rounding, TargetQuality, TargetRate,
+                                hard_cost, refine_latents)
+from codec.adapt.stages import run_stages
 from codec.backends import VariableRateBackend, ZooBackend
 from codec.constants import PATCH_SIZE
 from codec.image import load_image, pad, to_tensor
@@ -151,6 +152,17 @@ class TestRefine:
         if res.best_step == 0:
             assert all(torch.equal(a, b) for a, b in zip(res.latents, lat))
 
+    def test_steered_objective_never_returns_worse_than_start(self, vr_backend):
+        x = image_tensor(synthetic_image(64, 64))
+        ri = vr_backend.rate_index(0.01)
+        lat = vr_backend.encode_latents(x, ri)
+        start = hard_cost(vr_backend, x, lat, ri, 0.01, 64, 64)
+        obj = TargetRate(aim=start.bpp * 0.9, band=0.01 * start.bpp, start_bpp=start.bpp, lmbda_range=(1e-3, 0.1))
+        res = refine_latents(vr_backend, x, lat, ri, 6, lmbda=0.01, objective=obj, eval_every=1, amp=False)
+        assert obj.key(res.best) <= obj.key(res.start)
+        assert res.lmbda != 0.01  # the loss λ was steered
+        assert len(res.last) == len(lat)
+
     def test_start_latents_are_not_modified(self, vr_backend):
         x = image_tensor(synthetic_image(64, 64))
         ri = vr_backend.rate_index(0.01)
@@ -194,12 +206,13 @@ class TestZooRefine:
         assert res.best.cost <= res.start.cost
         assert len(res.latents) == len(lat)
 
-    def test_stages_on_zoo_backend_code_a_decodable_file(self):
+    @pytest.mark.parametrize("target", [{"lmbda": 0.0067}, {"target_bpp": 1.0}])
+    def test_stages_on_zoo_backend_code_a_decodable_file(self, target):
         b = zoo_backend("mean-scale-hyperprior")
         enc = zoo_encoder(b)
         img = load_image(png_bytes(synthetic_image(64, 64)), 1 << 24)
         x = image_tensor(img.rgb)
-        opts = validate_options({"lmbda": 0.0067, "preset": "balanced", "refine_steps": 4, "bias_search": True})
+        opts = validate_options({**target, "preset": "balanced", "refine_steps": 4, "bias_search": True})
         timings, stages = {}, {}
         first = search_rate(enc, x, img, opts, lambda p: None)
         cand = run_stages(enc, x, img, opts, first, lambda p: None, timings, stages)
@@ -317,12 +330,23 @@ class TestBiasSearch:
 
 
 class TestRateControl:
-    def test_secant_moves_toward_the_goal(self):
-        pts = [(math.log(0.01), math.log(0.5))]
-        assert _next_lambda(pts, math.log(0.6), 0.6, -10, 0) > math.log(0.01)
-        pts.append((math.log(0.02), math.log(0.8)))
-        nxt = _next_lambda(pts, math.log(0.6), 0.6, -10, 0)
-        assert math.log(0.01) < nxt < math.log(0.02)
+    def test_target_rate_calibrates_on_the_real_file_and_steers_toward_the_aim(self):
+        obj = TargetRate(aim=0.5, band=0.005, start_bpp=0.52, lmbda_range=(1e-3, 1e-1))
+        obj.calibrate(RDCost(cost=1.0, bpp=0.50, mse=1e-3))  # the real file is 0.02 bpp above its estimate
+        assert obj.predict(RDCost(1.0, 0.48, 1e-3)) == pytest.approx(0.50)
+        inside, outside = RDCost(1.0, 0.481, 2e-3), RDCost(1.0, 0.45, 1e-4)
+        assert obj.key(inside) < obj.key(outside)  # in the band beats a better PSNR outside it
+        assert obj.next_lambda(1, 100, RDCost(1.0, 0.40, 1e-3), 0.01) > 0.01  # too small: raise λ
+        assert obj.next_lambda(1, 100, RDCost(1.0, 0.60, 1e-3), 0.01) < 0.01
+        assert obj.next_lambda(90, 100, RDCost(1.0, 0.60, 1e-3), 0.01) == 0.01  # held after STEER_UNTIL
+
+    def test_target_quality_prefers_the_smallest_iterate_meeting_the_floor(self):
+        obj = TargetQuality(aim=30.03, floor=30.0, start_psnr=30.5, lmbda_range=(1e-3, 1e-1))
+        obj.calibrate(RDCost(1.0, 0.5, 10 ** (-30.4 / 10)))  # real PSNR 0.1 dB above the estimate
+        meets_small = RDCost(1.0, 0.40, 10 ** (-29.95 / 10))
+        meets_big = RDCost(1.0, 0.45, 10 ** (-30.5 / 10))
+        misses = RDCost(1.0, 0.30, 10 ** (-29.8 / 10))
+        assert obj.key(meets_small) < obj.key(meets_big) < obj.key(misses)
 
     def test_lands_within_tolerance_when_reachable(self, encoder):
         png = png_bytes(synthetic_image(128, 128))
