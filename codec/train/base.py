@@ -111,6 +111,9 @@ def train(cfg: TrainConfig, device: str | None = None, quiet: bool = False) -> P
         opt.load_state_dict(state["optimizer"])
         aux_opt.load_state_dict(state["aux_optimizer"])
         step, wall = state["step"], state["wall"]
+    elif cfg.init:
+        # continue training shipped weights (fresh optimizer): the checkpoint lives outside the repo
+        net.load_state_dict(torch.load(cfg.init, map_location=device, weights_only=True)["model"])
     (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
     if amp and device.type == "cpu":
         net = net.to(memory_format=torch.channels_last)

@@ -15,6 +15,7 @@ class TrainConfig:
         "../shared/datasets/train/t91", "../shared/datasets/train/mcmaster"])
     val: str = "../shared/datasets/train/bsds500/val"
     out: str = "runs/base"
+    init: str = ""  # weights file to start from (a new run only; a checkpoint in out wins)
     N: int = 64
     M: int = 128
     lmbda_min: float = 2.5e-4

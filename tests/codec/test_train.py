@@ -66,3 +66,12 @@ class TestTrainBase:
         cfg.N = 8
         with pytest.raises(ValueError, match="another N/M"):
             train(cfg, quiet=True)
+
+    def test_init_continues_from_exported_weights(self, data_dir, tmp_path):
+        from codec.train.export import export
+
+        train(tiny_config(data_dir, tmp_path / "a", 40), quiet=True)
+        export(tmp_path / "a" / "last.pt", "metalic-vr", tmp_path / "w")
+        train(tiny_config(data_dir, tmp_path / "b", 1, init=str(tmp_path / "w" / "metalic-vr.pt")), quiet=True)
+        train(tiny_config(data_dir, tmp_path / "c", 1), quiet=True)
+        assert losses(tmp_path / "b")[0] < 0.5 * losses(tmp_path / "c")[0]
