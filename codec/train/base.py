@@ -126,7 +126,7 @@ def train(cfg: TrainConfig, device: str | None = None, quiet: bool = False) -> P
     if new_log:
         log.writeheader()
     else:
-        _truncate_log(log_path, step)
+        truncate_log(log_path, step)
 
     stop = {"now": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
@@ -188,13 +188,13 @@ def train(cfg: TrainConfig, device: str | None = None, quiet: bool = False) -> P
     return ckpt_path
 
 
-def _truncate_log(log_path: Path, step: int) -> None:
-    """Drops log rows written after the checkpoint we resume from."""
+def truncate_log(log_path: Path, step: int, fields: list[str] = LOG_FIELDS, key: str = "step") -> None:
+    """Drops log rows written after the checkpoint we resume from (rows with ``key`` > step)."""
     rows = list(csv.DictReader(open(log_path)))
-    keep = [r for r in rows if int(r["step"]) <= step]
+    keep = [r for r in rows if int(r[key]) <= step]
     if len(keep) != len(rows):
         with open(log_path, "w", newline="") as f:
-            w = csv.DictWriter(f, LOG_FIELDS)
+            w = csv.DictWriter(f, fields)
             w.writeheader()
             w.writerows(keep)
 

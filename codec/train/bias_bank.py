@@ -56,7 +56,7 @@ from ..backends import hard_round
 from ..constants import NUM_BIAS_CLUSTERS, PATCH_SIZE
 from ..weights import sha256_file
 from .amp import resolve_amp
-from .base import save_atomic
+from .base import save_atomic, truncate_log
 from .config import TrainConfig
 from .data import CropSampler
 from .meta import encode, load_init, sample_lmbda
@@ -294,7 +294,7 @@ def build_bank(cfg: BiasBankConfig, device: str | None = None, quiet: bool = Fal
         sampler = CropSampler(cfg.data, crop=PATCH_SIZE)
         new_log = not log_path.exists()
         if not new_log:
-            _truncate_log(log_path, done)
+            truncate_log(log_path, done, LOG_FIELDS, key="patches")
         log_file = open(log_path, "a", newline="")
         log = csv.DictWriter(log_file, LOG_FIELDS)
         if new_log:
@@ -380,17 +380,6 @@ def build_bank(cfg: BiasBankConfig, device: str | None = None, quiet: bool = Fal
               f"(k-means {kmeans_s:.1f} s); best-cluster gain on {len(held_out)} held-out patches "
               f"{summary['held_out_mean_gain_db']} dB -> {out / 'weights.pt'}", flush=True)
     return summary
-
-
-def _truncate_log(log_path: Path, done: int) -> None:
-    """Drops log rows of patches whose offsets were not saved before an interruption."""
-    rows = list(csv.DictReader(open(log_path)))
-    keep = [r for r in rows if int(r["patches"]) <= done]
-    if len(keep) != len(rows):
-        with open(log_path, "w", newline="") as f:
-            w = csv.DictWriter(f, LOG_FIELDS)
-            w.writeheader()
-            w.writerows(keep)
 
 
 def _psnr(mse: torch.Tensor) -> torch.Tensor:

@@ -68,7 +68,7 @@ from ..backends import eb_likelihood, hard_round
 from ..models.variable_rate import VariableRateHyperprior
 from ..weights import sha256_file
 from .amp import resolve_amp
-from .base import learning_rate, save_atomic  # learning_rate reads steps/lr/lr_final/decay_from only
+from .base import learning_rate, save_atomic, truncate_log  # learning_rate reads steps/lr/lr_final/decay_from only
 from .config import TrainConfig
 from .data import CropSampler, center_crops
 
@@ -355,7 +355,7 @@ def train_meta(cfg: MetaConfig, device: str | None = None, quiet: bool = False) 
     val = center_crops(cfg.val, cfg.val_size, cfg.val_images) if cfg.val and cfg.val_every else None
     new_log = not log_path.exists()
     if not new_log:
-        _truncate_log_fields(log_path, step)
+        truncate_log(log_path, step, LOG_FIELDS)
     log_file = open(log_path, "a", newline="")
     log = csv.DictWriter(log_file, LOG_FIELDS, extrasaction="ignore")
     if new_log:
@@ -427,17 +427,6 @@ def train_meta(cfg: MetaConfig, device: str | None = None, quiet: bool = False) 
     if not quiet:
         print(f"stopped at step {step} after {wall:.0f} s ({wall / max(step, 1):.2f} s/step)", flush=True)
     return ckpt_path
-
-
-def _truncate_log_fields(log_path: Path, step: int) -> None:
-    """Drops log rows written after the checkpoint we resume from (this log's columns)."""
-    rows = list(csv.DictReader(open(log_path)))
-    keep = [r for r in rows if int(r["step"]) <= step]
-    if len(keep) != len(rows):
-        with open(log_path, "w", newline="") as f:
-            w = csv.DictWriter(f, LOG_FIELDS)
-            w.writeheader()
-            w.writerows(keep)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
