@@ -102,7 +102,7 @@ def ms_ssim(a: np.ndarray, b: np.ndarray) -> float:
     def as_tensor(x: np.ndarray) -> torch.Tensor:
         # float32: pytorch-msssim builds its Gaussian window in float32 and
         # conv2d refuses mixed dtypes.
-        return torch.from_numpy(x).permute(2, 0, 1).unsqueeze(0).to(torch.float32)
+        return torch.from_numpy(np.array(x, copy=True)).permute(2, 0, 1).unsqueeze(0).to(torch.float32)
 
     with torch.no_grad():
         value = _ms_ssim(as_tensor(a), as_tensor(b), data_range=255.0)
