@@ -13,6 +13,7 @@ from typing import Callable
 
 import torch
 
+from .determinism import single_thread
 from .errors import OptionsError
 from .rate import index_to_lambda, lambda_to_index
 
@@ -168,7 +169,8 @@ class ZooBackend:
     def compress_latents(self, latents, rate_index: int) -> dict:
         net = self.net(rate_index)
         if self.kind == "autoregressive":
-            out = net.compress(latents[0])
+            with single_thread():
+                out = net.compress(latents[0])
             return {"strings": out["strings"], "shape": tuple(out["shape"]), "y_hat": None}
         if self.kind == "factorized":
             (y,) = latents
@@ -178,7 +180,8 @@ class ZooBackend:
         y, z = latents
         z_strings = net.entropy_bottleneck.compress(z)
         z_hat = net.entropy_bottleneck.decompress(z_strings, z.size()[-2:])
-        scales, means = self._hyper(net, z_hat)
+        with single_thread():
+            scales, means = self._hyper(net, z_hat)
         idx = net.gaussian_conditional.build_indexes(scales)
         y_strings = net.gaussian_conditional.compress(y, idx, means=means)
         y_hat = net.gaussian_conditional.quantize(y, "dequantize", means)
@@ -189,4 +192,6 @@ class ZooBackend:
 
     @torch.no_grad()
     def decompress(self, strings, shape, rate_index: int, lambda_k=None, bias=None):
-        return self.net(rate_index).decompress(strings, list(shape))["x_hat"]
+        # compressai runs h_s inside decompress: single-threaded, as in compress_latents
+        with single_thread():
+            return self.net(rate_index).decompress(strings, list(shape))["x_hat"]

@@ -11,6 +11,7 @@ from compressai.models.utils import conv, deconv
 from torch import nn
 
 from ..constants import NUM_DECODER_BLOCKS
+from ..determinism import single_thread
 from ..layers import BiasBank, ChannelModulation, GainModulator
 from ..registry import register_model
 
@@ -160,7 +161,7 @@ class VariableRateHyperprior(CompressionModel):
             if self._h_s_cpu is None:
                 self._h_s_cpu = copy.deepcopy(h_s).to("cpu", torch.float32)
             h_s = self._h_s_cpu
-        with torch.autocast("cpu", enabled=False):
+        with torch.autocast("cpu", enabled=False), single_thread():
             scales_hat, means_hat = h_s(z_hat.cpu().float()).chunk(2, 1)
         return scales_hat, means_hat
 

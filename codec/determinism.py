@@ -1,0 +1,27 @@
+"""Bit-exact entropy parameters across processes.
+
+oneDNN may split a convolution's reductions across threads differently from one
+process to the next, so the hyper-synthesis can differ in the last bit between
+the encoder and a decoder; a scale that lands on the other side of a table
+boundary then decodes garbage. The hyper-synthesis is small (1/64 of the image
+side), so it runs single-threaded, which is deterministic.
+"""
+
+import contextlib
+import threading
+
+import torch
+
+_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def single_thread():
+    """Runs the block with one intra-op thread (serialized across Python threads)."""
+    with _LOCK:
+        n = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(n)
