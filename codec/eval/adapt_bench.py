@@ -43,7 +43,7 @@ from PIL import Image
 
 from . import report
 from .bdrate import bd_rate
-from .rd import load_images
+from .rd import load_images, parse_floats, run_standalone
 from .speed import machine_info
 
 __all__ = ["CONFIGS", "JPEG_AI_TARGETS", "add_adapt_subparser", "main", "measure_peak_memory", "run_adapt"]
@@ -319,26 +319,16 @@ def measure_peak_memory(preset: str = "max", side: int = MEMORY_SIDE, weights: s
 
 # ----------------------------------------------------------------------------- CLI
 
-def _floats(text: str) -> tuple[float, ...]:
-    try:
-        values = tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-    if not values:
-        raise argparse.ArgumentTypeError("expected at least one number")
-    return values
-
-
 def _configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.description = "Gains, cost and rate-control accuracy of the encoder's adaptation stages."
     parser.add_argument("--data", type=Path, required=True, help="folder of .png/.jpg images")
     parser.add_argument("--out", type=Path, required=True, help="output folder (created)")
     parser.add_argument("--limit", type=int, default=None, help="first N images only (sorted by name)")
     parser.add_argument("--weights", default=None, help="metalic weights file (default: the shipped model)")
-    parser.add_argument("--lambdas", type=_floats, default=DEFAULT_LAMBDAS, help="λ values, comma-separated")
+    parser.add_argument("--lambdas", type=parse_floats, default=DEFAULT_LAMBDAS, help="λ values, comma-separated")
     parser.add_argument("--configs", default=",".join(CONFIGS),
                         help=f"stage configurations, comma-separated (of {', '.join(CONFIGS)})")
-    parser.add_argument("--targets", type=_floats, default=JPEG_AI_TARGETS, help="rate-control targets (bpp)")
+    parser.add_argument("--targets", type=parse_floats, default=JPEG_AI_TARGETS, help="rate-control targets (bpp)")
     parser.add_argument("--no-rate-control", action="store_true", help="skip the rate-control table")
     parser.add_argument("--rc-preset", default="balanced", help="preset of the rate-control runs")
     parser.add_argument("--refine-steps", type=int, default=None, help="override refine_steps of every encode")
@@ -379,13 +369,7 @@ def add_adapt_subparser(subparsers: argparse._SubParsersAction) -> argparse.Argu
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m codec.eval.adapt_bench``: exit 0 ok, 2 bad input (reason on stderr)."""
-    parser = _configure(argparse.ArgumentParser(prog="metalic bench adapt"))
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except ValueError as exc:
-        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
-        return 2
+    return run_standalone(_configure(argparse.ArgumentParser(prog="metalic bench adapt")), argv)
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ import numpy as np
 
 from . import report
 from .bdrate import bd_rate
-from .rd import load_images
+from .rd import load_images, parse_floats, run_standalone
 
 __all__ = ["DEFAULT_LR_GRID", "add_meta_subparser", "main", "refinement_drops", "run_meta_bench"]
 
@@ -252,13 +252,6 @@ def _write_markdown(summary: dict[str, Any], path: Path) -> None:
 
 # ----------------------------------------------------------------------------- CLI
 
-def _floats(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-
-
 def _grid(text: str) -> dict[int, tuple[float, ...]]:
     """``4:0.05/0.1/0.2,10:0.02/0.05`` → {4: (0.05, 0.1, 0.2), 10: (0.02, 0.05)}."""
     try:
@@ -281,8 +274,8 @@ def _configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--crop", type=int, default=None, help="centre crop side for the refinement part")
     parser.add_argument("--iters", type=lambda s: tuple(int(v) for v in s.split(",")), default=(4, 10, 100))
     parser.add_argument("--lr-grid", type=_grid, default=None, help="e.g. 4:0.05/0.1/0.2,10:0.02/0.05/0.1")
-    parser.add_argument("--refine-lambdas", type=_floats, default=DEFAULT_REFINE_LAMBDAS)
-    parser.add_argument("--bd-lambdas", type=_floats, default=DEFAULT_BD_LAMBDAS, help="fewer than 2 skips BD-rate")
+    parser.add_argument("--refine-lambdas", type=parse_floats, default=DEFAULT_REFINE_LAMBDAS)
+    parser.add_argument("--bd-lambdas", type=parse_floats, default=DEFAULT_BD_LAMBDAS, help="fewer than 2 skips BD-rate")
     parser.add_argument("--rounding", default="sga", choices=["sga", "noise", "ste"])
     parser.add_argument("--device", default="cpu")
     parser.set_defaults(func=_cmd_meta)
@@ -311,13 +304,7 @@ def add_meta_subparser(subparsers: argparse._SubParsersAction) -> argparse.Argum
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m codec.eval.meta_bench``: exit 0 ok, 2 bad input (reason on stderr)."""
-    parser = _configure(argparse.ArgumentParser(prog="metalic bench meta"))
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except ValueError as exc:
-        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
-        return 2
+    return run_standalone(_configure(argparse.ArgumentParser(prog="metalic bench meta")), argv)
 
 
 if __name__ == "__main__":

@@ -238,7 +238,8 @@ def run_rd(
 # --------------------------------------------------------------------------- CLI
 
 
-def _floats(text: str) -> tuple[float, ...]:
+def parse_floats(text: str) -> tuple[float, ...]:
+    """argparse type: comma-separated numbers."""
     try:
         values = tuple(float(v) for v in text.split(",") if v.strip())
     except ValueError:
@@ -266,9 +267,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 def _configure_rd(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.description = "Rate-distortion benchmark of metalic against JPEG, WebP, JPEG 2000 and AVIF."
     _add_common(parser)
-    parser.add_argument("--lambdas", type=_floats, default=DEFAULT_LAMBDAS, help="metalic λ values, comma-separated")
+    parser.add_argument("--lambdas", type=parse_floats, default=DEFAULT_LAMBDAS, help="metalic λ values, comma-separated")
     parser.add_argument(
-        "--targets", type=_floats, default=None, help="anchor target bpps, comma-separated (default: quality sweeps)"
+        "--targets", type=parse_floats, default=None, help="anchor target bpps, comma-separated (default: quality sweeps)"
     )
     parser.add_argument("--codecs", type=_names, default=tuple(anchors.ANCHORS), help="anchors, comma-separated")
     parser.add_argument("--timing-lambda", type=float, default=None, help="λ for timing (default: middle λ)")
@@ -341,7 +342,8 @@ def add_bench_subparsers(subparsers: argparse._SubParsersAction) -> None:
     _configure_speed(subparsers.add_parser("speed", help="side-by-side timing against AVIF"))
 
 
-def _run_standalone(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
+def run_standalone(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
+    """Parses argv and runs ``args.func``; a ValueError is exit 2 with one line (the metalic CLI contract)."""
     args = parser.parse_args(argv)
     try:
         return args.func(args)
@@ -357,12 +359,12 @@ def main_rd(argv: Sequence[str] | None = None) -> int:
     Returns:
         int. Exit code: 0 ok, 2 bad input (reason on stderr).
     """
-    return _run_standalone(_configure_rd(argparse.ArgumentParser(prog="python -m codec.eval.rd")), argv)
+    return run_standalone(_configure_rd(argparse.ArgumentParser(prog="python -m codec.eval.rd")), argv)
 
 
 def main_speed(argv: Sequence[str] | None = None) -> int:
     """``metalic bench speed`` as a standalone entry point; exit codes as :func:`main_rd`."""
-    return _run_standalone(_configure_speed(argparse.ArgumentParser(prog="metalic bench speed")), argv)
+    return run_standalone(_configure_speed(argparse.ArgumentParser(prog="metalic bench speed")), argv)
 
 
 if __name__ == "__main__":

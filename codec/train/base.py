@@ -23,7 +23,7 @@ import torch
 from tqdm import tqdm
 
 from ..models.variable_rate import VariableRateHyperprior
-from .amp import resolve_amp
+from .amp import prepare_run
 from .config import TrainConfig
 from .data import CropSampler, center_crops
 
@@ -91,12 +91,7 @@ def save_atomic(obj, path: Path) -> None:
 
 def train(cfg: TrainConfig, device: str | None = None, quiet: bool = False) -> Path:
     """Runs (or resumes) training until ``cfg.steps``; returns the checkpoint path."""
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    amp = resolve_amp(cfg.amp, device)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    device, amp, out = prepare_run(cfg, device)
     ckpt_path, log_path = out / "last.pt", out / "log.csv"
 
     torch.manual_seed(cfg.seed)  # the initialisation too: same seed, same run

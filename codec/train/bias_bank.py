@@ -55,7 +55,7 @@ from tqdm import tqdm
 from ..backends import hard_round
 from ..constants import NUM_BIAS_CLUSTERS, PATCH_SIZE
 from ..weights import sha256_file
-from .amp import resolve_amp
+from .amp import prepare_run
 from .base import save_atomic, truncate_log
 from .config import TrainConfig
 from .data import CropSampler
@@ -264,12 +264,7 @@ def build_bank(cfg: BiasBankConfig, device: str | None = None, quiet: bool = Fal
         dict. The summary (timings, gains, cluster sizes, held-out search gain).
     """
     cfg.check()
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    amp = resolve_amp(cfg.amp, device)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    device, amp, out = prepare_run(cfg, device)
     deltas_path, log_path = out / "deltas.pt", out / "log.csv"
     net, model_cfg = load_init(cfg.weights, device)
     net.eval()

@@ -67,7 +67,7 @@ from ..adapt.refine import Rounding
 from ..backends import eb_likelihood, hard_round
 from ..models.variable_rate import VariableRateHyperprior
 from ..weights import sha256_file
-from .amp import resolve_amp
+from .amp import prepare_run
 from .base import learning_rate, save_atomic, truncate_log  # learning_rate reads steps/lr/lr_final/decay_from only
 from .config import TrainConfig
 from .data import CropSampler, center_crops
@@ -323,12 +323,7 @@ def validate(net, val: torch.Tensor, cfg: MetaConfig, device, amp: bool) -> list
 def train_meta(cfg: MetaConfig, device: str | None = None, quiet: bool = False) -> Path:
     """Runs (or resumes) meta fine-tuning until ``cfg.steps``; returns the checkpoint path."""
     cfg.check()
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    amp = resolve_amp(cfg.amp, device)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    device, amp, out = prepare_run(cfg, device)
     ckpt_path, log_path = out / "last.pt", out / "log.csv"
 
     net, model_cfg = load_init(cfg.init, device)
