@@ -63,6 +63,7 @@ class Candidate:
     lambda_k: tuple[int, ...] = ()
     bias: np.ndarray | None = None
     latents: tuple | None = None  # (y_g, z) that produced it
+    coded: dict | None = None  # the backend's compress_latents output: strings, shape, y_hat
 
     def summary(self) -> dict:
         return {"bpp": self.bpp, "psnr": self.psnr, "bytes": len(self.data), "lmbda": index_to_lambda(self.rate_index)}
@@ -98,14 +99,20 @@ class Encoder:
             strings=tuple(s[0] for s in strings), latent_shape=tuple(shape)))
 
     def code(self, x: torch.Tensor, rgb: np.ndarray, mode: ImageMode, rate_index: int, latents=None,
-             lambda_k: tuple[int, ...] = (), bias: np.ndarray | None = None) -> Candidate:
-        """Entropy-codes latents (or the forward pass at this λ) and measures the real file."""
+             lambda_k: tuple[int, ...] = (), bias: np.ndarray | None = None, coded: dict | None = None) -> Candidate:
+        """Entropy-codes latents (or the forward pass at this λ) and measures the real file.
+
+        ``coded`` (a candidate's own) skips the entropy coding: λ_k and bias
+        indices change only the header and the synthesis, not the strings.
+        """
         h, w = rgb.shape[:2]
         b = self.backend
         with torch.no_grad():
-            if latents is None:
-                latents = b.encode_latents(x, rate_index)
-            out = b.compress_latents(latents, rate_index)
+            if coded is None:
+                if latents is None:
+                    latents = b.encode_latents(x, rate_index)
+                coded = b.compress_latents(latents, rate_index)
+            out = coded
             data = self._pack(h, w, mode, rate_index, out["strings"], out["shape"], lambda_k, bias)
             lk = lambda_k_tensor(lambda_k, self.device)
             bias_t = None if bias is None else torch.from_numpy(bias.astype(np.int64))
@@ -114,7 +121,8 @@ class Encoder:
             else:
                 x_hat = b.synthesize(out["y_hat"], rate_index, lk, bias_t)
         rec = to_uint8(x_hat[..., :h, :w])
-        return Candidate(data, rec, len(data) * 8 / (h * w), psnr(rgb, rec), rate_index, tuple(lambda_k), bias, latents)
+        return Candidate(data, rec, len(data) * 8 / (h * w), psnr(rgb, rec), rate_index, tuple(lambda_k), bias, latents,
+                         coded)
 
     # ----- the staged encode ------------------------------------------------------------------
     def encode(self, image, options: dict | EncodeOptions | None = None, progress: Progress | None = None) -> EncodeResult:
@@ -139,9 +147,9 @@ class Encoder:
         timings["rate_search"] = time.perf_counter() - t
         stages["forward"] = best.summary()
 
-        if opts.refine or opts.adapt_lambda or opts.bias_search:
-            from .adapt.stages import run_stages
+        from .adapt.stages import below_reach, run_stages
 
+        if opts.refine or opts.adapt_lambda or opts.bias_search or below_reach(self, opts, best):
             best = run_stages(self, x, img, opts, best, report, timings, stages)
 
         t = time.perf_counter()

@@ -36,6 +36,25 @@ DEFAULT_LR = 0.05
 Campos et al. use 1e-3 for 1500 steps; the presets run 60-400 steps, so the
 step is larger and decays (cosine) to ``LR_FINAL_RATIO`` of itself."""
 
+SHORT_RUN_STEPS = 250
+"""Iterations. Runs shorter than this take a larger step (:func:`default_lr`)."""
+
+SHORT_RUN_LR_CAP = 1.6
+"""Ratio. Largest step of a short run relative to ``DEFAULT_LR``."""
+
+
+def default_lr(steps: int) -> float:
+    """Adam's step size for a run of ``steps`` iterations.
+
+    ``DEFAULT_LR`` · min(1.6, √(250 / steps)), never below ``DEFAULT_LR``: a short
+    run must cover ground quickly. Measured on the shipped model, four Kodak
+    384x256 crops, λ = 0.0067 (real RD cost against the forward pass): 80 steps
+    -14.3 % at 0.05 and -15.2 % at 0.08; 100 steps -15.9 % at 0.05 and -16.6 % at
+    0.08; 60 steps at 0.2 only -2.9 %; 400 steps at 0.05 -22.2 %.
+    """
+    return DEFAULT_LR * min(SHORT_RUN_LR_CAP, max(1.0, math.sqrt(SHORT_RUN_STEPS / max(1, steps))))
+
+
 LR_FINAL_RATIO = 0.1
 """Ratio. Learning rate at the last step relative to the first."""
 

@@ -6,6 +6,7 @@ fully coded file (:meth:`Encoder.code`), so decisions rest on real sizes and
 on the decoder's own reconstruction, never on estimates.
 """
 
+import dataclasses
 import math
 import time
 
@@ -17,7 +18,7 @@ from ..constants import NUM_DECODER_BLOCKS
 from ..options import RATE_TOLERANCE
 from .bias_search import search_bias
 from .lambda_adapt import adapt_lambda
-from .refine import DEFAULT_LR, SGA_TAU_MAX, FixedLambda, TargetQuality, TargetRate, refine_latents
+from .refine import SGA_TAU_MAX, FixedLambda, TargetQuality, TargetRate, default_lr, refine_latents
 
 MAX_ROUNDS = 4
 """Count. Refinement rounds rate control may spend (the first included)."""
@@ -36,6 +37,11 @@ LAMBDA_SPAN = 16.0
 
 PSNR_MARGIN = 0.03
 """dB. A PSNR-target refinement steers this much above the target, so it lands on the right side."""
+
+RESCUE_STEPS = 40
+"""Iterations. Refinement a preset without it (``fast``) spends when the forward
+pass cannot get down to a bpp target: refining with the loss λ steered below the
+model's range lowers the rate further than any λ of the forward pass."""
 
 LAMBDA_K_BYTES = 1 + 2 * NUM_DECODER_BLOCKS
 """Bytes. Container cost of the λ_k values (the count and K uint16)."""
@@ -156,7 +162,7 @@ def _refine_stage(enc, x, img, opts, forward, goal: _Goal, report, overhead: flo
         rep = _Reporter(report, "refine", steps, round=rnd)
         res = refine_latents(
             b, x, start.latents, ri, steps, lmbda=lmbda, objective=_objective(goal, start, overhead, lmbda_range),
-            rounding=opts.rounding, lr=DEFAULT_LR * (WARM_LR if warm else 1.0),
+            rounding=opts.rounding, lr=default_lr(opts.refine_steps) * (WARM_LR if warm else 1.0),
             tau_max=WARM_TAU if warm else SGA_TAU_MAX, size=(h, w), eval_every=eval_every, seed=rnd,
             progress=lambda s, n, c: rep(s, c.bpp, c.psnr))
         cand = start if res.best_step == 0 else enc.code(x, img.rgb, img.mode, ri, latents=res.latents)
@@ -197,6 +203,12 @@ def _with_overhead(c, overhead_bpp: float):
     return _Sized(c, overhead_bpp) if overhead_bpp else c
 
 
+def below_reach(enc, opts, forward) -> bool:
+    """True when rate control has a bpp target that the forward pass overshoots at its lowest rate."""
+    return (opts.rate_control and opts.target_bpp is not None and enc.backend.supports_refine
+            and forward.bpp > opts.target_bpp * (1 + RATE_TOLERANCE))
+
+
 def run_stages(enc, x: torch.Tensor, img, opts, best, report, timings: dict, stages: dict):
     """Runs refinement (with rate control), λ_k adaptation and bias search.
 
@@ -230,6 +242,9 @@ def run_stages(enc, x: torch.Tensor, img, opts, best, report, timings: dict, sta
     goal = _Goal(opts, b.rate_lambda(forward.rate_index))
     h, w = img.height, img.width
     cand = forward
+    rescue = below_reach(enc, opts, forward) and not opts.refine
+    if rescue:
+        opts = dataclasses.replace(opts, refine=True, refine_steps=RESCUE_STEPS)
 
     if opts.refine:
         t = time.perf_counter()
@@ -240,12 +255,13 @@ def run_stages(enc, x: torch.Tensor, img, opts, best, report, timings: dict, sta
         else:
             cand, info = _refine_stage(enc, x, img, opts, forward, goal, report, _overhead_bpp(enc, img, opts))
             stages["refine"] = _summary(cand, forward) | info
+            if rescue:
+                stages["refine"]["reason"] = "rate control: the target is below the forward pass's lowest rate"
         timings["refine"] = time.perf_counter() - t
 
     y_hat = None
     if (opts.adapt_lambda and b.supports_lambda_k) or (opts.bias_search and b.supports_bias):
-        lat = cand.latents if cand.latents is not None else b.encode_latents(x, cand.rate_index)
-        y_hat = b.compress_latents(lat, cand.rate_index)["y_hat"]
+        y_hat = cand.coded["y_hat"]
 
     if opts.adapt_lambda:
         t = time.perf_counter()
@@ -257,7 +273,8 @@ def run_stages(enc, x: torch.Tensor, img, opts, best, report, timings: dict, sta
             res = adapt_lambda(b, x, y_hat, cand.rate_index, opts.lambda_steps, size=(h, w))
             info = {"steps": res.steps, "best_step": res.best_step, "kept": False}
             if res.lambda_k != (cand.rate_index,) * NUM_DECODER_BLOCKS:
-                trial = enc.code(x, img.rgb, img.mode, cand.rate_index, cand.latents, res.lambda_k, cand.bias)
+                trial = enc.code(x, img.rgb, img.mode, cand.rate_index, cand.latents, res.lambda_k, cand.bias,
+                                 coded=cand.coded)
                 # Jiang et al. keep λ_k for a lower distortion; here the coded file must also
                 # win under the goal (the 9 bytes count), or every λ_k stays λ
                 if trial.psnr > cand.psnr and goal.better(trial, cand):
@@ -283,7 +300,8 @@ def run_stages(enc, x: torch.Tensor, img, opts, best, report, timings: dict, sta
                 info = {"evaluated": res.evaluated, "kept": False,
                         "patches_changed": int(np.count_nonzero(res.indices))}
                 if res.indices.any():
-                    trial = enc.code(x, img.rgb, img.mode, cand.rate_index, cand.latents, cand.lambda_k, res.indices)
+                    trial = enc.code(x, img.rgb, img.mode, cand.rate_index, cand.latents, cand.lambda_k, res.indices,
+                                     coded=cand.coded)
                     if trial.psnr > cand.psnr and goal.better(trial, cand):
                         cand, info["kept"] = trial, True
                 stages["bias_search"] = _summary(cand, forward) | info

@@ -30,11 +30,11 @@ from codec.adapt.refine import (ROUNDINGS, SGA_TAU_MAX, SGA_TAU_MIN, RDCost, Rou
                                 hard_cost, refine_latents)
 from codec.adapt.stages import run_stages
 from codec.backends import VariableRateBackend, ZooBackend
-from codec.constants import PATCH_SIZE
+from codec.constants import LAMBDA_MIN, PATCH_SIZE
 from codec.image import load_image, pad, to_tensor
 from codec.models.variable_rate import VariableRateHyperprior
 from codec.options import RATE_TOLERANCE, validate_options
-from codec.pipeline import Encoder
+from codec.pipeline import Encoder, decode
 from codec.rate import index_to_lambda, lambda_to_index
 from codec.weights import LoadedModel
 
@@ -359,6 +359,19 @@ class TestRateControl:
         assert m["target_reached"] is True, m["stages"]
         assert abs(m["bpp"] - target) <= RATE_TOLERANCE * target
         assert "rounds" in m["stages"]["refine"]
+
+    def test_fast_refines_only_when_the_forward_pass_cannot_get_down_to_the_target(self):
+        # the shipped model: random weights put no bits in the latents at the lowest λ
+        encoder = Encoder(device="cpu")
+        png = png_bytes(synthetic_image(128, 128))
+        lowest = encoder.encode(png, {"lmbda": LAMBDA_MIN, "preset": "fast"}).metadata["bpp"]
+        reachable = encoder.encode(png, {"target_bpp": round(lowest * 1.5, 4), "preset": "fast"}).metadata
+        assert "refine" not in reachable["stages"]
+        res = encoder.encode(png, {"target_bpp": round(lowest * 0.8, 4), "preset": "fast"})
+        m = res.metadata
+        assert "below the forward pass" in m["stages"]["refine"]["reason"]
+        assert m["bpp"] < lowest
+        assert np.array_equal(decode(res.bitstream).rgb, res.reconstruction)
 
     def test_unreachable_target_is_reported(self, encoder):
         res = encoder.encode(png_bytes(synthetic_image(64, 64)),
