@@ -92,6 +92,33 @@ def _bd(base: Sequence[dict], test: Sequence[dict]) -> float | None:
         return None
 
 
+STAGE_ORDER = ("refine", "adapt_lambda", "bias_search")
+"""The stages of one encode, in the order they run."""
+
+
+def _stage_curves(points: dict[str, list[dict]]) -> dict[str, list[dict]]:
+    """The curves of a multi-stage configuration stopped after each earlier stage.
+
+    Every stage reports the coded file it ended with (real bytes, the decoder's
+    PSNR), so one ``max`` run also gives ``max until refine`` and ``max until
+    adapt_lambda``: the gain of each later stage is the difference, measured on
+    the same latents. The seconds are the measured ones up to that stage.
+    """
+    out = {}
+    for cfg, curve in points.items():
+        ran = [s for s in STAGE_ORDER if all("bpp" in p["stages"].get(s, {}) for p in curve)]
+        for k, stage in enumerate(ran[:-1]):
+            upto = ("rate_search",) + STAGE_ORDER[:STAGE_ORDER.index(stage) + 1]
+            out[f"{cfg} until {stage}"] = [
+                {"label": p["label"], "param_name": p["param_name"], "param": p["param"],
+                 "bytes": p["stages"][stage]["bytes"], "bpp": p["stages"][stage]["bpp"],
+                 "psnr": p["stages"][stage]["psnr"], "ms_ssim": None, "decode_s": None,
+                 "encode_s": sum(p["stage_s"].get(s, 0.0) for s in upto),
+                 "stage_s": {s: p["stage_s"][s] for s in upto if s in p["stage_s"]}}
+                for p in curve]
+    return out
+
+
 def _encode_point(encoder, png: bytes, options: dict, decode: Callable) -> dict[str, Any]:
     t0 = time.perf_counter()
     res = encoder.encode(png, options)
@@ -159,6 +186,9 @@ def run_adapt(images: Sequence[tuple[str, np.ndarray]], out_dir: Path | str, *, 
             if cfg != BASELINE:
                 record["bd_vs_forward"][cfg] = _bd(record["points"][BASELINE], points)
             log(f"{name}: {cfg} done ({sum(p['encode_s'] for p in points):.1f} s)")
+        for cfg, points in _stage_curves(record["points"]).items():
+            record["points"][cfg] = points
+            record["bd_vs_forward"][cfg] = _bd(record["points"][BASELINE], points)
         if targets:
             rc = []
             for t in targets:
@@ -170,6 +200,7 @@ def run_adapt(images: Sequence[tuple[str, np.ndarray]], out_dir: Path | str, *, 
             log(f"{name}: rate control done")
         report.write_json(record, out_dir / "per_image" / f"{name}.json")
         records.append(record)
+    configs = configs + [c for c in records[0]["points"] if c not in configs]
     summary = _summarize(records, configs, lambdas, targets, rc_preset, overrides)
     summary["machine"] = machine_info()
     summary["weights"] = {"model": encoder.loaded.name, "trained": encoder.loaded.trained,
@@ -206,7 +237,7 @@ def _summarize(records, configs, lambdas, targets, rc_preset, overrides) -> dict
     for row in table.values():
         row["time_ratio_vs_forward"] = row["seconds_per_encode"] / base_s if base_s > 0 else None
     summary: dict[str, Any] = {"num_images": n, "images": [r["image"] for r in records], "lambdas": list(lambdas),
-                               "configs": {c: CONFIGS[c] for c in configs}, "overrides": overrides,
+                               "configs": {c: CONFIGS.get(c, "stages of " + c.split(" until ")[0]) for c in configs}, "overrides": overrides,
                                "curves": curves, "stages": table}
     if targets:
         from codec.options import RATE_TOLERANCE

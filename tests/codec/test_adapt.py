@@ -429,6 +429,25 @@ class TestAdaptBench:
         assert 0.0 <= rc["within"] <= 1.0 and len(rc["per_target"]) == 1
         assert json.loads((tmp_path / "adapt.json").read_text())["summary"]["num_images"] == 2
 
+    def test_stage_curves_stop_after_each_earlier_stage_with_its_measured_seconds(self):
+        from codec.eval.adapt_bench import _stage_curves
+
+        def point(lmbda, bpp):
+            return {"label": lmbda, "param_name": "lmbda", "param": lmbda, "bpp": bpp[-1], "psnr": 30.0,
+                    "stage_s": {"rate_search": 1.0, "refine": 10.0, "adapt_lambda": 0.5, "bias_search": 2.0,
+                                "verify": 0.1},
+                    "stages": {"forward": {}, "refine": {"bpp": bpp[0], "psnr": 31.0, "bytes": 10},
+                               "adapt_lambda": {"bpp": bpp[1], "psnr": 31.5, "bytes": 11},
+                               "bias_search": {"bpp": bpp[2], "psnr": 32.0, "bytes": 12}}}
+
+        curves = _stage_curves({"forward": [{"stages": {"forward": {}}, "stage_s": {}}],
+                                "max": [point(0.01, (0.5, 0.51, 0.52)), point(0.02, (0.9, 0.91, 0.92))]})
+        assert set(curves) == {"max until refine", "max until adapt_lambda"}
+        until_lambda = curves["max until adapt_lambda"]
+        assert [p["bpp"] for p in until_lambda] == [0.51, 0.91]
+        assert until_lambda[0]["psnr"] == 31.5 and until_lambda[0]["encode_s"] == pytest.approx(11.5)
+        assert curves["max until refine"][1]["encode_s"] == pytest.approx(11.0)
+
     def test_subparser_sets_func(self):
         import argparse
 
