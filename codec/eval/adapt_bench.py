@@ -54,6 +54,9 @@ JPEG_AI_TARGETS: tuple[float, ...] = (0.06, 0.12, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0
 DEFAULT_LAMBDAS: tuple[float, ...] = (0.0009, 0.0025, 0.0067, 0.018, 0.05)
 """Dimensionless. λ points of the stage comparison (fewer than ``bench rd``: each point is a slow encode)."""
 
+REFERENCE = "reference forward"
+"""Configuration name of the reference model's forward pass (``reference=``)."""
+
 BASELINE = "forward"
 """Configuration every BD-rate is measured against: the plain forward pass."""
 
@@ -135,7 +138,7 @@ def _encode_point(encoder, png: bytes, options: dict, decode: Callable) -> dict[
 def run_adapt(images: Sequence[tuple[str, np.ndarray]], out_dir: Path | str, *, encoder=None,
               configs: Sequence[str] = tuple(CONFIGS), lambdas: Sequence[float] = DEFAULT_LAMBDAS,
               targets: Sequence[float] | None = JPEG_AI_TARGETS, rc_preset: str = "balanced",
-              overrides: dict[str, Any] | None = None, memory: dict | None = None,
+              overrides: dict[str, Any] | None = None, memory: dict | None = None, reference=None,
               log: Callable[[str], None] = lambda msg: None) -> dict[str, Any]:
     """Runs the stage comparison and the rate-control table, and writes the outputs.
 
@@ -149,6 +152,10 @@ def run_adapt(images: Sequence[tuple[str, np.ndarray]], out_dir: Path | str, *, 
         rc_preset: str. Preset of the rate-control runs.
         overrides: dict or None. Options applied to every encode (e.g. step counts).
         memory: dict or None. A :func:`measure_peak_memory` result to include.
+        reference: codec.pipeline.Encoder or None. Another model (e.g. the one a
+            meta-tuned model started from): its forward pass is coded at the
+            same λ values as ``REFERENCE`` and every configuration also gets
+            its BD-rate against that.
         log: callable. Receives one progress line per image and configuration.
 
     Returns:
@@ -189,6 +196,14 @@ def run_adapt(images: Sequence[tuple[str, np.ndarray]], out_dir: Path | str, *, 
         for cfg, points in _stage_curves(record["points"]).items():
             record["points"][cfg] = points
             record["bd_vs_forward"][cfg] = _bd(record["points"][BASELINE], points)
+        if reference is not None:
+            ref_dec = lambda data: decode(data, weights=getattr(reference, "weights", None))  # noqa: E731
+            record["points"][REFERENCE] = [
+                {"label": lmbda, "param_name": "lmbda", "param": lmbda,
+                 **_encode_point(reference, png, {**CONFIGS[BASELINE], "lmbda": float(lmbda)}, ref_dec)}
+                for lmbda in lambdas]
+            record["bd_vs_reference"] = {cfg: _bd(record["points"][REFERENCE], pts)
+                                         for cfg, pts in record["points"].items() if cfg != REFERENCE}
         if targets:
             rc = []
             for t in targets:
@@ -201,12 +216,16 @@ def run_adapt(images: Sequence[tuple[str, np.ndarray]], out_dir: Path | str, *, 
         report.write_json(record, out_dir / "per_image" / f"{name}.json")
         records.append(record)
     configs = configs + [c for c in records[0]["points"] if c not in configs]
+    if reference is not None:
+        summary_ref = {"model": reference.loaded.name, "hash": reference.loaded.weights_hash.hex()}
     summary = _summarize(records, configs, lambdas, targets, rc_preset, overrides)
     summary["machine"] = machine_info()
     summary["weights"] = {"model": encoder.loaded.name, "trained": encoder.loaded.trained,
                           "hash": encoder.loaded.weights_hash.hex()}
     if memory is not None:
         summary["memory"] = memory
+    if reference is not None:
+        summary["reference_weights"] = summary_ref
     report.write_json({"summary": summary, "records": records}, out_dir / "adapt.json")
     _write_markdown(summary, out_dir / "adapt.md")
     report.plot_rd(summary["curves"], out_dir / "adapt_rd.png",
@@ -227,7 +246,13 @@ def _summarize(records, configs, lambdas, targets, rc_preset, overrides) -> dict
                     stage_s[k] = stage_s.get(k, 0.0) + v / (n * len(lambdas))
         bd_img = [r["bd_vs_forward"].get(cfg) for r in records]
         bd_img = [v for v in bd_img if v is not None]
-        table[cfg] = {
+        ref = {}
+        if REFERENCE in curves and cfg != REFERENCE:
+            per = [r["bd_vs_reference"].get(cfg) for r in records]
+            per = [v for v in per if v is not None]
+            ref = {"bd_rate_vs_reference": _bd(curves[REFERENCE], curves[cfg]),
+                   "bd_rate_vs_reference_per_image_mean": float(np.mean(per)) if per else None}
+        table[cfg] = ref | {
             "bd_rate_vs_forward": None if cfg == BASELINE else _bd(curves[BASELINE], curves[cfg]),
             "bd_rate_per_image_mean": float(np.mean(bd_img)) if bd_img else None,
             "seconds_per_encode": float(np.mean(per_image_s)),
@@ -237,7 +262,7 @@ def _summarize(records, configs, lambdas, targets, rc_preset, overrides) -> dict
     for row in table.values():
         row["time_ratio_vs_forward"] = row["seconds_per_encode"] / base_s if base_s > 0 else None
     summary: dict[str, Any] = {"num_images": n, "images": [r["image"] for r in records], "lambdas": list(lambdas),
-                               "configs": {c: CONFIGS.get(c, "stages of " + c.split(" until ")[0]) for c in configs}, "overrides": overrides,
+                               "configs": {c: CONFIGS[c] if c in CONFIGS else _derived(c) for c in configs}, "overrides": overrides,
                                "curves": curves, "stages": table}
     if targets:
         from codec.options import RATE_TOLERANCE
@@ -260,6 +285,12 @@ def _summarize(records, configs, lambdas, targets, rc_preset, overrides) -> dict
     return summary
 
 
+def _derived(cfg: str) -> str:
+    if cfg == REFERENCE:
+        return "the reference model's forward pass"
+    return "the stages of " + cfg.split(" until ")[0] + " up to " + cfg.split(" until ")[1]
+
+
 def _f(v, spec=".2f") -> str:
     return "n/a" if v is None else format(v, spec)
 
@@ -274,6 +305,14 @@ def _write_markdown(summary: dict[str, Any], path: Path) -> None:
         lines.append(f"| {cfg} | {_f(row['bd_rate_vs_forward'], '+.2f')} % | "
                      f"{_f(row['bd_rate_per_image_mean'], '+.2f')} % | {_f(row['seconds_per_encode'])} | "
                      f"{_f(row['time_ratio_vs_forward'])} |")
+    if "reference_weights" in summary:
+        ref = summary["reference_weights"]
+        lines += ["", f"Against the forward pass of the reference model {ref['model']} ({ref['hash']}):", "",
+                  "| configuration | BD-rate vs reference forward (avg curve) | mean per-image |", "|---|---|---|"]
+        for cfg, row in summary["stages"].items():
+            if "bd_rate_vs_reference" in row:
+                lines.append(f"| {cfg} | {_f(row['bd_rate_vs_reference'], '+.2f')} % | "
+                             f"{_f(row['bd_rate_vs_reference_per_image_mean'], '+.2f')} % |")
     lines += ["", "Seconds per stage (mean per encode):", "", "| configuration | " + " | ".join(
         ["rate_search", "refine", "adapt_lambda", "bias_search", "verify"]) + " |", "|---|---|---|---|---|---|"]
     for cfg, row in summary["stages"].items():
@@ -364,6 +403,8 @@ def _configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--rc-preset", default="balanced", help="preset of the rate-control runs")
     parser.add_argument("--refine-steps", type=int, default=None, help="override refine_steps of every encode")
     parser.add_argument("--lambda-steps", type=int, default=None, help="override lambda_steps of every encode")
+    parser.add_argument("--reference-weights", default=None,
+                        help="also code the forward pass of this weights file and give BD-rates against it")
     parser.add_argument("--memory", action="store_true",
                         help=f"also measure peak RSS of a max encode of a {MEMORY_SIDE}x{MEMORY_SIDE} image")
     parser.set_defaults(func=_cmd_adapt)
@@ -381,6 +422,7 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
                         configs=configs, lambdas=args.lambdas,
                         targets=None if args.no_rate_control else args.targets, rc_preset=args.rc_preset,
                         overrides=overrides, memory=memory,
+                        reference=Encoder(weights=args.reference_weights) if args.reference_weights else None,
                         log=lambda msg: print(msg, file=sys.stderr, flush=True))
     for cfg, row in summary["stages"].items():
         print(f"{cfg}: BD-rate vs forward {_f(row['bd_rate_vs_forward'], '+.2f')} %, "

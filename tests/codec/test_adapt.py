@@ -420,10 +420,13 @@ class TestAdaptBench:
 
         images = [("a", synthetic_image(64, 64)), ("b", synthetic_image(64, 64, seed=2))]
         summary = run_adapt(images, tmp_path, encoder=encoder, configs=("forward", "lambda"), lambdas=(0.1, 0.3),
-                            targets=(0.3,), rc_preset="fast", overrides={"lambda_steps": 2})
+                            targets=(0.3,), rc_preset="fast", overrides={"lambda_steps": 2}, reference=encoder)
         for name in ("adapt.json", "adapt.md", "adapt_rd.png", "per_image/a.json"):
             assert (tmp_path / name).is_file()
-        assert set(summary["stages"]) == {"forward", "lambda"}
+        assert set(summary["stages"]) == {"forward", "lambda", "reference forward"}
+        # the reference here is the same model: its forward pass is the same files
+        assert summary["stages"]["forward"]["bd_rate_vs_reference"] == pytest.approx(0.0, abs=1e-6)
+        assert "reference model" in (tmp_path / "adapt.md").read_text()
         assert summary["stages"]["forward"]["time_ratio_vs_forward"] == pytest.approx(1.0)
         rc = summary["rate_control"]
         assert 0.0 <= rc["within"] <= 1.0 and len(rc["per_target"]) == 1
