@@ -208,3 +208,9 @@ class VariableRateHyperprior(CompressionModel):
         x_hat = self.synthesize(y_hat, lmbda.to(dev), None if lmbda_k is None else lmbda_k.to(dev),
                                 bias_indices).float().clamp_(0, 1)
         return {"x_hat": x_hat}
+
+
+# The same architecture under a second name: the base training's weights, kept
+# beside the default (meta fine-tuned, with its bias bank) so the two can be
+# compared and files made with either decode.
+register_model("metalic-vr-base")(VariableRateHyperprior)
