@@ -139,7 +139,7 @@ def run_adapt(images: Sequence[tuple[str, np.ndarray]], out_dir: Path | str, *, 
               configs: Sequence[str] = tuple(CONFIGS), lambdas: Sequence[float] = DEFAULT_LAMBDAS,
               targets: Sequence[float] | None = JPEG_AI_TARGETS, rc_preset: str = "balanced",
               overrides: dict[str, Any] | None = None, memory: dict | None = None, reference=None,
-              log: Callable[[str], None] = lambda msg: None) -> dict[str, Any]:
+              resume: bool = False, log: Callable[[str], None] = lambda msg: None) -> dict[str, Any]:
     """Runs the stage comparison and the rate-control table, and writes the outputs.
 
     Args:
@@ -156,6 +156,11 @@ def run_adapt(images: Sequence[tuple[str, np.ndarray]], out_dir: Path | str, *, 
             meta-tuned model started from): its forward pass is coded at the
             same λ values as ``REFERENCE`` and every configuration also gets
             its BD-rate against that.
+        resume: bool. Reuse ``per_image/<name>.json`` files in ``out_dir`` that
+            were made with the same settings (configurations, λ values,
+            targets, overrides, weights): an interrupted run continues, and
+            runs over disjoint image subsets into one folder can be summarized
+            together by a last run over all of them.
         log: callable. Receives one progress line per image and configuration.
 
     Returns:
@@ -177,11 +182,22 @@ def run_adapt(images: Sequence[tuple[str, np.ndarray]], out_dir: Path | str, *, 
 
     overrides = dict(overrides or {})
     out_dir = Path(out_dir)
+    settings = {"configs": list(configs), "lambdas": [float(v) for v in lambdas],
+                "targets": [float(v) for v in targets or ()], "rc_preset": rc_preset, "overrides": overrides,
+                "weights": encoder.loaded.weights_hash.hex(),
+                "reference": None if reference is None else reference.loaded.weights_hash.hex()}
     records = []
     for name, img in images:
+        path = out_dir / "per_image" / f"{name}.json"
+        if resume and path.is_file():
+            old = json.loads(path.read_text())
+            if old.get("settings") == settings:
+                records.append(old)
+                log(f"{name}: reused {path}")
+                continue
         png = _png(img)
         record: dict[str, Any] = {"image": name, "width": int(img.shape[1]), "height": int(img.shape[0]),
-                                  "points": {}, "bd_vs_forward": {}}
+                                  "settings": settings, "points": {}, "bd_vs_forward": {}}
         for cfg in configs:
             points = []
             for lmbda in lambdas:
@@ -213,7 +229,7 @@ def run_adapt(images: Sequence[tuple[str, np.ndarray]], out_dir: Path | str, *, 
                 rc.append(p)
             record["rate_control"] = rc
             log(f"{name}: rate control done")
-        report.write_json(record, out_dir / "per_image" / f"{name}.json")
+        report.write_json(record, path)
         records.append(record)
     configs = configs + [c for c in records[0]["points"] if c not in configs]
     if reference is not None:
@@ -394,6 +410,9 @@ def _configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--data", type=Path, required=True, help="folder of .png/.jpg images")
     parser.add_argument("--out", type=Path, required=True, help="output folder (created)")
     parser.add_argument("--limit", type=int, default=None, help="first N images only (sorted by name)")
+    parser.add_argument("--skip", type=int, default=0, help="leave out the first N images (before --limit)")
+    parser.add_argument("--resume", action="store_true",
+                        help="reuse per-image results in --out made with the same settings")
     parser.add_argument("--weights", default=None, help="metalic weights file (default: the shipped model)")
     parser.add_argument("--lambdas", type=parse_floats, default=DEFAULT_LAMBDAS, help="λ values, comma-separated")
     parser.add_argument("--configs", default=",".join(CONFIGS),
@@ -418,7 +437,10 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
                  if v is not None}
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]
     memory = measure_peak_memory("max", weights=args.weights, overrides=overrides) if args.memory else None
-    summary = run_adapt(load_images(args.data, args.limit), args.out, encoder=Encoder(weights=args.weights),
+    if args.skip < 0:
+        raise ValueError(f"--skip must be 0 or more, got {args.skip}")
+    images = load_images(args.data, None if args.limit is None else args.skip + args.limit)[args.skip:]
+    summary = run_adapt(images, args.out, encoder=Encoder(weights=args.weights), resume=args.resume,
                         configs=configs, lambdas=args.lambdas,
                         targets=None if args.no_rate_control else args.targets, rc_preset=args.rc_preset,
                         overrides=overrides, memory=memory,

@@ -432,6 +432,21 @@ class TestAdaptBench:
         assert 0.0 <= rc["within"] <= 1.0 and len(rc["per_target"]) == 1
         assert json.loads((tmp_path / "adapt.json").read_text())["summary"]["num_images"] == 2
 
+    def test_resume_reuses_only_per_image_results_made_with_the_same_settings(self, encoder, tmp_path):
+        from codec.eval.adapt_bench import run_adapt
+
+        images = [("a", synthetic_image(64, 64))]
+        kwargs = dict(encoder=encoder, configs=("forward",), lambdas=(0.1, 0.3), targets=None)
+        run_adapt(images, tmp_path, **kwargs)
+        path = tmp_path / "per_image" / "a.json"
+        record = json.loads(path.read_text())
+        record["points"]["forward"][0]["psnr"] = 99.0  # a marker only a reused record carries
+        path.write_text(json.dumps(record))
+        reused = run_adapt(images, tmp_path, resume=True, **kwargs)
+        assert reused["curves"]["forward"][0]["psnr"] == 99.0
+        fresh = run_adapt(images, tmp_path, resume=True, **{**kwargs, "lambdas": (0.1, 0.2)})
+        assert fresh["curves"]["forward"][0]["psnr"] != 99.0
+
     def test_stage_curves_stop_after_each_earlier_stage_with_its_measured_seconds(self):
         from codec.eval.adapt_bench import _stage_curves
 
