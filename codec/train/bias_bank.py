@@ -61,6 +61,9 @@ from .config import TrainConfig
 from .data import CropSampler
 from .meta import encode, load_init, sample_lmbda
 
+SOURCE_KEYS = ("step", "wall", "amp", "images", "init", "init_sha256")
+"""Checkpoint fields the bank's weights file copies from the weights it was built on."""
+
 LOG_FIELDS = ["patches", "wall", "seconds_per_patch", "lmbda", "psnr_before", "psnr_after", "gain_db"]
 
 
@@ -366,8 +369,13 @@ def build_bank(cfg: BiasBankConfig, device: str | None = None, quiet: bool = Fal
         "held_out_fraction_improved": round(float(np.mean([h["index"] > 0 for h in held_out])), 4) if held_out else None,
         "seconds_held_out_search": round(eval_s, 2),
     }
+    # the weights' own history (steps, wall time, training config, meta start) travels with the bank
+    source = torch.load(cfg.weights, map_location="cpu", weights_only=True)
+    lineage = {k: source[k] for k in SOURCE_KEYS if k in source}
+    lineage["train_config"] = source.get("train_config", source.get("config"))
     save_atomic({"model": {k: v.float() if v.is_floating_point() else v for k, v in net.state_dict().items()},
-                 "config": model_cfg, "train_config": cfg.to_dict(), "bias_bank": summary}, out / "weights.pt")
+                 "config": model_cfg, **lineage, "bias_bank": summary | {"config": cfg.to_dict()},
+                 "source": str(Path(cfg.weights).resolve())}, out / "weights.pt")
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     if not quiet:
         print(f"{done} patches in {wall:.0f} s ({summary['seconds_per_patch']:.3f} s/patch), "

@@ -54,12 +54,17 @@ def export(ckpt: Path, name: str, out_dir: Path = WEIGHTS_DIR, make_default: boo
     }
     if "init_sha256" in state:  # a meta fine-tuning checkpoint (train meta)
         entry["meta"] = {"init": state.get("init"), "init_sha256": state["init_sha256"]}
+    logs = [(run_dir / "log.csv", "log.csv"), (run_dir / "curves.png", "curves.png")]
     if "bias_bank" in state:  # a bias-bank weights file (train bias-bank)
         entry["bias_bank"] = {k: v for k, v in state["bias_bank"].items() if k != "cluster_sizes"}
-    for src, suffix in ((run_dir / "log.csv", "log.csv"), (run_dir / "curves.png", "curves.png")):
+        # the training log is the source run's; the bank's own log sits beside it
+        source_dir = Path(state["source"]).parent if state.get("source") else run_dir
+        logs = [(source_dir / "log.csv", "log.csv"), (source_dir / "curves.png", "curves.png"),
+                (run_dir / "log.csv", "bias-bank.log.csv")]
+    for src, suffix in logs:
         if src.exists():
             shutil.copyfile(src, out_dir / f"{name}.{suffix}")
-            entry[suffix.split(".")[0]] = f"{name}.{suffix}"
+            entry[suffix.rsplit(".", 1)[0].replace(".", "_")] = f"{name}.{suffix}"
     manifest = read_manifest() if out_dir == WEIGHTS_DIR else _read_local(out_dir / MANIFEST.name)
     manifest["models"][name] = entry
     if make_default or not manifest.get("default"):

@@ -21,7 +21,8 @@ def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("bank")
     torch.manual_seed(0)
     net = VariableRateHyperprior(16, 24)
-    torch.save({"model": net.state_dict(), "config": net.config()}, root / "tiny.pt")
+    torch.save({"model": net.state_dict(), "config": net.config(), "step": 7, "wall": 1.5}, root / "tiny.pt")
+    (root / "log.csv").write_text("step,kind,loss\n7,train,1.0\n")  # the source run's training log
     (root / "imgs").mkdir()
     for i in range(2):
         make_image(300, 272, seed=i).save(root / "imgs" / f"{i}.png")
@@ -109,6 +110,10 @@ class TestBuildBank:
         assert entry["sha256"] == sha256_file(tmp_path / "metalic-vr.pt")
         assert entry["bias_bank"]["clusters"] == summary["clusters"] == entry["bias_bank_clusters"]
         assert json.loads((tmp_path / "manifest.json").read_text())["default"] == "metalic-vr"
+        # the weights' own history comes along: steps and the source run's log, the bank's log beside it
+        assert entry["steps"] == 7 and entry["wall_seconds"] == 1.5
+        assert (tmp_path / entry["log"]).read_text().startswith("step,kind,loss")
+        assert (tmp_path / entry["bias-bank_log"]).read_text().startswith("patches,")
 
 
 class TestClustering:
