@@ -43,6 +43,12 @@ RESCUE_STEPS = 40
 pass cannot get down to a bpp target: refining with the loss λ steered below the
 model's range lowers the rate further than any λ of the forward pass."""
 
+RESCUE_SPAN = 64.0
+"""Ratio. The loss-λ span of a rescue refinement. It starts from the lowest rate
+index, below the trained λ range, where the forward latents are far from the
+best ones at that rate: refined, they can land *below* the target even with the
+loss λ at λ·LAMBDA_SPAN (seen on kodim02 at 0.12 bpp), so steering needs more room upward."""
+
 LAMBDA_K_BYTES = 1 + 2 * NUM_DECODER_BLOCKS
 """Bytes. Container cost of the λ_k values (the count and K uint16)."""
 
@@ -128,7 +134,7 @@ def _objective(goal: _Goal, start, overhead: float, lmbda_range):
     return FixedLambda()
 
 
-def _refine_stage(enc, x, img, opts, forward, goal: _Goal, report, overhead: float):
+def _refine_stage(enc, x, img, opts, forward, goal: _Goal, report, overhead: float, span: float = LAMBDA_SPAN):
     """Latent refinement with rate control; returns (best candidate, stage info).
 
     Round 0 refines the forward latents at the rate search's λ, the objective
@@ -146,7 +152,7 @@ def _refine_stage(enc, x, img, opts, forward, goal: _Goal, report, overhead: flo
     h, w = img.height, img.width
     ri = forward.rate_index
     lmbda = b.rate_lambda(ri)
-    lmbda_range = (lmbda / LAMBDA_SPAN, lmbda * LAMBDA_SPAN)
+    lmbda_range = (lmbda / LAMBDA_SPAN, lmbda * span)
     steered = goal.bpp is not None or goal.psnr is not None
     # steering moves the loss λ on each hard evaluation; at a fixed λ they only track the best iterate
     eval_every = max(2, min(10, opts.refine_steps // (20 if steered else 10)))
@@ -254,7 +260,8 @@ def run_stages(enc, x: torch.Tensor, img, opts, best, report, timings: dict, sta
         elif opts.refine_steps <= 0:
             stages["refine"] = {"skipped": "refine_steps is 0"}
         else:
-            cand, info = _refine_stage(enc, x, img, opts, forward, goal, report, _overhead_bpp(enc, img, opts))
+            cand, info = _refine_stage(enc, x, img, opts, forward, goal, report, _overhead_bpp(enc, img, opts),
+                                       RESCUE_SPAN if rescue else LAMBDA_SPAN)
             stages["refine"] = _summary(cand, forward) | info
             if rescue:
                 stages["refine"]["reason"] = "rate control: the target is below the forward pass's lowest rate"

@@ -33,7 +33,7 @@ Outputs in ``out_dir``: ``meta.json`` (every measurement) and ``meta.md``.
 
 Typical workflow::
 
-    metalic bench meta --base codec/weights/metalic-vr.pt --meta runs/meta/weights.pt \\
+    metalic bench meta --base codec/weights/metalic-vr-base.pt --meta runs/meta/last.pt \\
         --data ../shared/datasets/kodak --out results/meta --limit 4 --crop 256
 """
 

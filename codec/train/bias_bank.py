@@ -35,7 +35,7 @@ per-patch Adam), and bf16 autocast runs the decoder where it is native.
 
 Typical workflow::
 
-    metalic train bias-bank --weights codec/weights/metalic-vr.pt --out runs/bias-bank --patches 2000
+    metalic train bias-bank --weights runs/meta/last.pt --out runs/bias-bank --patches 2000
     metalic train export runs/bias-bank/weights.pt --name metalic-vr
 """
 
@@ -71,7 +71,7 @@ LOG_FIELDS = ["patches", "wall", "seconds_per_patch", "lmbda", "psnr_before", "p
 class BiasBankConfig:
     """Settings of ``metalic train bias-bank``. Every field is a CLI flag of the same name."""
 
-    weights: str = "codec/weights/metalic-vr.pt"
+    weights: str = "runs/meta/last.pt"
     data: list[str] = field(default_factory=lambda: list(TrainConfig().data))
     out: str = "runs/bias-bank"
     patches: int = 2000

@@ -98,7 +98,7 @@ class MetaConfig:
     refinement still finds.
     """
 
-    init: str = "codec/weights/metalic-vr.pt"
+    init: str = "codec/weights/metalic-vr-base.pt"
     data: list[str] = field(default_factory=lambda: list(TrainConfig().data))
     val: str = "../shared/datasets/train/bsds500/val"
     out: str = "runs/meta"
