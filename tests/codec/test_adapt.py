@@ -278,6 +278,26 @@ class TestLambdaAdapt:
         assert np.array_equal(np.load(tmp_path / "a.npy"), res.reconstruction)
 
 
+def test_max_file_of_the_shipped_model_decodes_exactly_in_a_fresh_process(tmp_path):
+    """Every stage on (refinement, λ_k, the shipped bias bank), decoded by a new process."""
+    encoder = Encoder(device="cpu")
+    res = encoder.encode(png_bytes(synthetic_image(320, 272, seed=3)),
+                         {"lmbda": 0.002, "preset": "max", "refine_steps": 4, "lambda_steps": 3})
+    stages = res.metadata["stages"]
+    assert {"refine", "adapt_lambda", "bias_search"} <= set(stages)
+    assert "skipped" not in stages["bias_search"], stages["bias_search"]  # the shipped bank is not empty
+    assert any(bitstream.unpack(res.bitstream).bias_indices), "the file should carry non-zero bank indices"
+    (tmp_path / "a.mlic").write_bytes(res.bitstream)
+    script = (
+        "import sys, numpy as np, warnings; warnings.simplefilter('ignore')\n"
+        "from codec.pipeline import decode\n"
+        "np.save(sys.argv[2], decode(open(sys.argv[1], 'rb').read()).rgb)\n"
+    )
+    subprocess.run([sys.executable, "-c", script, str(tmp_path / "a.mlic"), str(tmp_path / "a.npy")],
+                   check=True, cwd=ROOT, timeout=300)
+    assert np.array_equal(np.load(tmp_path / "a.npy"), res.reconstruction)
+
+
 class TestBiasSearch:
     @pytest.fixture(scope="class")
     def bank_backend(self):
