@@ -110,7 +110,7 @@ def _stage_curves(points: dict[str, list[dict]]) -> dict[str, list[dict]]:
     out = {}
     for cfg, curve in points.items():
         ran = [s for s in STAGE_ORDER if all("bpp" in p["stages"].get(s, {}) for p in curve)]
-        for k, stage in enumerate(ran[:-1]):
+        for stage in ran[:-1]:
             upto = ("rate_search",) + STAGE_ORDER[:STAGE_ORDER.index(stage) + 1]
             out[f"{cfg} until {stage}"] = [
                 {"label": p["label"], "param_name": p["param_name"], "param": p["param"],
@@ -232,8 +232,6 @@ def run_adapt(images: Sequence[tuple[str, np.ndarray]], out_dir: Path | str, *, 
         report.write_json(record, path)
         records.append(record)
     configs = configs + [c for c in records[0]["points"] if c not in configs]
-    if reference is not None:
-        summary_ref = {"model": reference.loaded.name, "hash": reference.loaded.weights_hash.hex()}
     summary = _summarize(records, configs, lambdas, targets, rc_preset, overrides)
     summary["machine"] = machine_info()
     summary["weights"] = {"model": encoder.loaded.name, "trained": encoder.loaded.trained,
@@ -241,7 +239,7 @@ def run_adapt(images: Sequence[tuple[str, np.ndarray]], out_dir: Path | str, *, 
     if memory is not None:
         summary["memory"] = memory
     if reference is not None:
-        summary["reference_weights"] = summary_ref
+        summary["reference_weights"] = {"model": reference.loaded.name, "hash": settings["reference"]}
     report.write_json({"summary": summary, "records": records}, out_dir / "adapt.json")
     _write_markdown(summary, out_dir / "adapt.md")
     report.plot_rd(summary["curves"], out_dir / "adapt_rd.png",
@@ -278,7 +276,8 @@ def _summarize(records, configs, lambdas, targets, rc_preset, overrides) -> dict
     for row in table.values():
         row["time_ratio_vs_forward"] = row["seconds_per_encode"] / base_s if base_s > 0 else None
     summary: dict[str, Any] = {"num_images": n, "images": [r["image"] for r in records], "lambdas": list(lambdas),
-                               "configs": {c: CONFIGS[c] if c in CONFIGS else _derived(c) for c in configs}, "overrides": overrides,
+                               "configs": {c: CONFIGS[c] if c in CONFIGS else _derived(c) for c in configs},
+                               "overrides": overrides,
                                "curves": curves, "stages": table}
     if targets:
         from codec.options import RATE_TOLERANCE
