@@ -8,6 +8,7 @@ from compressai.entropy_models import EntropyBottleneck, GaussianConditional
 from compressai.layers import GDN
 from compressai.models import CompressionModel
 from compressai.models.utils import conv, deconv
+from compressai.ops import quantize_ste
 from torch import nn
 
 from ..constants import NUM_DECODER_BLOCKS
@@ -123,14 +124,18 @@ class VariableRateHyperprior(CompressionModel):
 
     # ----- training -----------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, lmbda: torch.Tensor, lmbda_k: torch.Tensor | None = None,
-                amp: bool = False) -> dict:
-        """Training pass with additive uniform noise.
+                amp: bool = False, quant: str = "noise") -> dict:
+        """Training pass: the likelihoods always see additive uniform noise.
 
         Args:
             x: Tensor (B, 3, H, W) in [0, 1], H and W multiples of 64.
             lmbda: Tensor (B,). λ per image.
             amp: bool. True runs the transforms under bf16 autocast; the
                 entropy models always run in float32.
+            quant: "noise" feeds the noisy latent to the synthesis; "ste"
+                feeds it the rounded one (round(y - μ) + μ, straight-through
+                gradient), which is what it decodes at test time (Minnen &
+                Singh 2020's mixed quantization). In eval mode both round.
         Returns:
             {"x_hat": (B, 3, H, W) float32, "likelihoods": {"y": ..., "z": ...}}
         """
@@ -144,6 +149,8 @@ class VariableRateHyperprior(CompressionModel):
             scales_hat, means_hat = self.hyper_synthesis(z_hat)
         with torch.autocast(dev, enabled=False):
             y_hat, y_likelihoods = self.gaussian_conditional(y_g, scales_hat.float(), means=means_hat.float())
+            if quant == "ste" and self.training:
+                y_hat = quantize_ste(y_g - means_hat.float()) + means_hat.float()
         with torch.autocast(dev, dtype=torch.bfloat16, enabled=amp):
             x_hat = self.synthesize(y_hat, lmbda, lmbda_k).float()
         return {"x_hat": x_hat, "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}

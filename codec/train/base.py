@@ -48,6 +48,8 @@ def sample_lmbda(cfg: TrainConfig, gen: torch.Generator, n: int) -> torch.Tensor
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:
     start = int(cfg.decay_from * cfg.steps)
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
     if step < start:
         return cfg.lr
     f = min(1.0, (step - start) / max(1, cfg.steps - start))
@@ -137,7 +139,8 @@ def train(cfg: TrainConfig, device: str | None = None, quiet: bool = False) -> P
     bar = tqdm(total=cfg.steps, initial=step, disable=quiet, dynamic_ncols=True, mininterval=5)
     net.train()
     t_last = time.perf_counter()
-    while step < cfg.steps and not stop["now"]:
+    last = min(cfg.steps, cfg.until) if cfg.until else cfg.steps
+    while step < last and not stop["now"]:
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
         x = sampler.batch(cfg.seed, step, cfg.batch_size).to(device)
         lam = sample_lmbda(cfg, gen, x.shape[0]).to(device)
@@ -147,7 +150,7 @@ def train(cfg: TrainConfig, device: str | None = None, quiet: bool = False) -> P
         lr = learning_rate(cfg, step)
         for g in opt.param_groups:
             g["lr"] = lr
-        r = rd_loss(net(x, lam, amp=amp), x, lam)
+        r = rd_loss(net(x, lam, amp=amp, quant=cfg.quant), x, lam)
         opt.zero_grad(set_to_none=True)
         r["loss"].backward()
         if cfg.clip:
@@ -168,7 +171,7 @@ def train(cfg: TrainConfig, device: str | None = None, quiet: bool = False) -> P
                           "loss": r["loss"].item(), "bpp": r["bpp"].item(), "mse": r["mse"].item(),
                           "psnr": psnr, "aux": aux.item(), "lr": lr})
             bar.set_postfix(loss=f"{r['loss'].item():.3f}", bpp=f"{r['bpp'].item():.3f}", sps=f"{step / max(wall, 1e-9):.2f}")
-        if val is not None and (step % cfg.val_every == 0 or step == cfg.steps):
+        if val is not None and (step % cfg.val_every == 0 or step == last):
             for row in validate(net, val, cfg, device):
                 log.writerow({"step": step, "wall": round(wall, 1), "aux": "", "lr": lr, **row})
         if step % cfg.snapshot_every == 0:

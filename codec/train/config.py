@@ -26,6 +26,9 @@ class TrainConfig:
     lr: float = 2e-4
     lr_final: float = 2e-5
     decay_from: float = 0.85
+    warmup: int = 0  # steps of linear learning-rate warm-up
+    quant: str = "noise"  # what the synthesis sees in training: "noise" or "ste" (rounded)
+    until: int = 0  # stop (checkpointed) at this step without changing the schedule; 0: at `steps`
     aux_lr: float = 1e-3
     clip: float = 1.0
     seed: int = 0
