@@ -75,3 +75,60 @@ class TestTrainBase:
         train(tiny_config(data_dir, tmp_path / "b", 1, init=str(tmp_path / "w" / "metalic-vr.pt")), quiet=True)
         train(tiny_config(data_dir, tmp_path / "c", 1), quiet=True)
         assert losses(tmp_path / "b")[0] < 0.5 * losses(tmp_path / "c")[0]
+
+    def test_until_stops_early_and_keeps_the_schedule(self, data_dir, tmp_path):
+        # --until stops a run on a long schedule (decay included) and the resumed run
+        # follows the same learning rates as one run straight through
+        full, split = tmp_path / "full", tmp_path / "split"
+        train(tiny_config(data_dir, full, 30, decay_from=0.5, warmup=5), quiet=True)
+        train(tiny_config(data_dir, split, 30, decay_from=0.5, warmup=5, until=12), quiet=True)
+        assert torch.load(split / "last.pt", weights_only=True)["step"] == 12
+        train(tiny_config(data_dir, split, 30, decay_from=0.5, warmup=5), quiet=True)
+        lr = lambda out: [float(r["lr"]) for r in csv.DictReader(open(out / "log.csv")) if r["kind"] == "train"]
+        assert lr(full) == lr(split)
+        assert np.allclose(losses(full), losses(split), rtol=1e-4)
+
+
+class TestSchedule:
+    def test_warmup_rises_linearly_then_holds_then_decays(self):
+        from codec.train.base import learning_rate
+
+        cfg = TrainConfig(lr=1e-3, lr_final=1e-4, steps=100, warmup=10, decay_from=0.9)
+        assert learning_rate(cfg, 0) == pytest.approx(1e-4)
+        assert learning_rate(cfg, 4) == pytest.approx(5e-4)
+        assert learning_rate(cfg, 10) == learning_rate(cfg, 89) == 1e-3
+        assert learning_rate(cfg, 100) == pytest.approx(1e-4)
+
+
+class TestStraightThroughQuantization:
+    def test_ste_latent_is_mean_plus_integers_and_gradients_reach_the_analysis(self):
+        from codec.models.variable_rate import VariableRateHyperprior
+
+        torch.manual_seed(0)
+        net = VariableRateHyperprior(16, 24, 0.01, 0.1).train()
+        captured = {}
+        gc_forward = net.gaussian_conditional.forward
+
+        def spy(y, scales, means=None, **kw):
+            captured["means"] = means
+            return gc_forward(y, scales, means=means, **kw)
+
+        net.gaussian_conditional.forward = spy
+        synth = net.synthesize
+
+        def spy_synth(y, *a, **k):
+            captured["y"] = y
+            return synth(y, *a, **k)
+
+        net.synthesize = spy_synth
+        x = torch.rand(2, 3, 64, 64)
+        out = net(x, torch.tensor([0.01, 0.1]), quant="ste")
+        offset = captured["y"] - captured["means"]
+        assert torch.allclose(offset, offset.round(), atol=1e-4)
+        out["x_hat"].pow(2).mean().backward()
+        assert net.g_a[0].weight.grad.abs().sum() > 0
+
+        captured.clear()
+        net(x, torch.tensor([0.01, 0.1]), quant="noise")
+        offset = captured["y"] - captured["means"]
+        assert not torch.allclose(offset, offset.round(), atol=1e-4)
