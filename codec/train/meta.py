@@ -68,7 +68,7 @@ from ..backends import eb_likelihood, hard_round
 from ..models.variable_rate import VariableRateHyperprior
 from ..weights import sha256_file
 from .amp import prepare_run
-from .base import learning_rate, save_atomic, truncate_log  # learning_rate reads steps/lr/lr_final/decay_from only
+from .base import learning_rate, save_atomic, truncate_log  # learning_rate reads steps, lr, lr_final, decay_from, warmup
 from .config import TrainConfig
 from .data import CropSampler, center_crops
 
@@ -108,6 +108,7 @@ class MetaConfig:
     lr: float = 2e-5
     lr_final: float = 5e-6
     decay_from: float = 0.5
+    warmup: int = 0
     aux_lr: float = 1e-3
     clip: float = 1.0
     inner_steps: int = 4
