@@ -13,7 +13,7 @@ from typing import Callable
 
 import torch
 
-from .determinism import single_thread
+from .determinism import exact_on, single_thread
 from .errors import OptionsError
 from .rate import index_to_lambda, lambda_to_index
 
@@ -93,7 +93,9 @@ class VariableRateBackend:
         return self.net.compress_latents(*latents)
 
     def synthesize(self, y_hat, rate_index: int, lambda_k=None, bias=None):
-        return self.net.synthesize(y_hat.to(self.device), self._lmbda(rate_index), lambda_k, bias)
+        # the encoder's measurement must equal any decoder's output: see determinism.exact_on
+        with exact_on(self.device):
+            return self.net.synthesize(y_hat.to(self.device), self._lmbda(rate_index), lambda_k, bias)
 
     def decompress(self, strings, shape, rate_index: int, lambda_k=None, bias=None):
         return self.net.decompress(strings, shape, self._lmbda(rate_index), lambda_k, bias)["x_hat"]
@@ -188,7 +190,8 @@ class ZooBackend:
         return {"strings": [y_strings, z_strings], "shape": tuple(z.size()[-2:]), "y_hat": y_hat}
 
     def synthesize(self, y_hat, rate_index: int, lambda_k=None, bias=None):
-        return self.net(rate_index).g_s(y_hat)
+        with exact_on(self.device):
+            return self.net(rate_index).g_s(y_hat)
 
     @torch.no_grad()
     def decompress(self, strings, shape, rate_index: int, lambda_k=None, bias=None):

@@ -5,6 +5,13 @@ process to the next, so the hyper-synthesis can differ in the last bit between
 the encoder and a decoder; a scale that lands on the other side of a table
 boundary then decodes garbage. The hyper-synthesis is small (1/64 of the image
 side), so it runs single-threaded, which is deterministic.
+
+The synthesis has the same property: with two threads a CPU decode can differ
+from a one-thread decode of the same stream by one level in a few pixels, so
+the encoder's measured reconstruction, the API's decode and a user's decode
+could disagree. On a CPU it runs single-threaded too (:func:`exact_on`); a
+deterministic parallel decode (fixed tiles, whatever the core count) is the
+way to win the cores back.
 """
 
 import contextlib
@@ -25,3 +32,8 @@ def single_thread():
             yield
         finally:
             torch.set_num_threads(n)
+
+
+def exact_on(device) -> contextlib.AbstractContextManager:
+    """:func:`single_thread` on a CPU device; nothing elsewhere."""
+    return single_thread() if torch.device(device).type == "cpu" else contextlib.nullcontext()

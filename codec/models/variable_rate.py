@@ -12,7 +12,7 @@ from compressai.ops import quantize_ste
 from torch import nn
 
 from ..constants import NUM_DECODER_BLOCKS
-from ..determinism import single_thread
+from ..determinism import exact_on, single_thread
 from ..layers import BiasBank, ChannelModulation, GainModulator
 from ..registry import register_model
 
@@ -212,8 +212,9 @@ class VariableRateHyperprior(CompressionModel):
                    bias_indices: torch.Tensor | None = None) -> dict:
         dev = next(self.parameters()).device
         y_hat = self.decompress_latents(strings, shape).to(dev)
-        x_hat = self.synthesize(y_hat, lmbda.to(dev), None if lmbda_k is None else lmbda_k.to(dev),
-                                bias_indices).float().clamp_(0, 1)
+        with exact_on(dev):
+            x_hat = self.synthesize(y_hat, lmbda.to(dev), None if lmbda_k is None else lmbda_k.to(dev),
+                                    bias_indices).float().clamp_(0, 1)
         return {"x_hat": x_hat}
 
 

@@ -89,6 +89,18 @@ class TestCrossProcess:
         assert torch.equal(torch.load(tmp_path / "y.pt", weights_only=True), y_hat)
         assert np.array_equal(np.load(tmp_path / "rgb.npy"), res.reconstruction)
 
+    @pytest.mark.parametrize("threads", [1, 2, 3])
+    def test_decode_is_the_same_whatever_the_thread_count(self, encoder, tmp_path, threads):
+        # 320x480 is large enough that a multi-threaded synthesis splits its reductions
+        res = encoder.encode(png_bytes(make_image(480, 320)), {"lmbda": 0.01, "preset": "fast"})
+        (tmp_path / "a.mlic").write_bytes(res.bitstream)
+        script = ("import sys, numpy as np, torch\nfrom codec.pipeline import decode\n"
+                  "torch.set_num_threads(int(sys.argv[3]))\n"
+                  "np.save(sys.argv[2], decode(open(sys.argv[1], 'rb').read()).rgb)\n")
+        subprocess.run([sys.executable, "-c", script, str(tmp_path / "a.mlic"), str(tmp_path / "rgb.npy"),
+                        str(threads)], check=True, cwd=ROOT, timeout=300)
+        assert np.array_equal(np.load(tmp_path / "rgb.npy"), res.reconstruction)
+
 
 class TestBadInput:
     def test_not_an_image(self, encoder):
