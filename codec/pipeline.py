@@ -24,7 +24,7 @@ from . import bitstream
 from .bitstream import ImageMode, Payload
 from .constants import DEFAULT_MAX_PIXELS, DEFAULT_MODEL
 from .errors import BitstreamError, MetalicError, ModelError
-from .eval.metrics import ms_ssim, psnr
+from .metrics import ms_ssim, psnr
 from .image import load_image, output_image, pad, to_tensor, to_uint8
 from .options import RATE_TOLERANCE, EncodeOptions, validate_options
 from .rate import index_to_lambda

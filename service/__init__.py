@@ -2,5 +2,5 @@
 
 Build the app with :func:`service.main.create_app` (``uvicorn --factory
 service.main:create_app``); run the whole service on one machine with
-``metalic serve`` (:mod:`service.serve`).
+``metalic serve`` (:mod:`metalic.serve`).
 """

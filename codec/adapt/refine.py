@@ -25,7 +25,7 @@ from typing import Callable
 import torch
 
 from ..backends import hard_round
-from ..train.amp import bf16_supported
+from ..amp import bf16_supported
 
 ROUNDINGS = ("sga", "noise", "ste")
 """Relaxed roundings :class:`Rounding` knows (the same names as ``codec.options.ROUNDINGS``)."""

@@ -436,7 +436,7 @@ class TestStages:
 
 class TestAdaptBench:
     def test_writes_json_markdown_plot_and_rate_control_table(self, encoder, tmp_path):
-        from codec.eval.adapt_bench import run_adapt
+        from bench.adapt_bench import run_adapt
 
         images = [("a", synthetic_image(64, 64)), ("b", synthetic_image(64, 64, seed=2))]
         summary = run_adapt(images, tmp_path, encoder=encoder, configs=("forward", "lambda"), lambdas=(0.1, 0.3),
@@ -453,7 +453,7 @@ class TestAdaptBench:
         assert json.loads((tmp_path / "adapt.json").read_text())["summary"]["num_images"] == 2
 
     def test_resume_reuses_only_per_image_results_made_with_the_same_settings(self, encoder, tmp_path):
-        from codec.eval.adapt_bench import run_adapt
+        from bench.adapt_bench import run_adapt
 
         images = [("a", synthetic_image(64, 64))]
         kwargs = dict(encoder=encoder, configs=("forward",), lambdas=(0.1, 0.3), targets=None)
@@ -468,7 +468,7 @@ class TestAdaptBench:
         assert fresh["curves"]["forward"][0]["psnr"] != 99.0
 
     def test_stage_curves_stop_after_each_earlier_stage_with_its_measured_seconds(self):
-        from codec.eval.adapt_bench import _stage_curves
+        from bench.adapt_bench import _stage_curves
 
         def point(lmbda, bpp):
             return {"label": lmbda, "param_name": "lmbda", "param": lmbda, "bpp": bpp[-1], "psnr": 30.0,
@@ -489,7 +489,7 @@ class TestAdaptBench:
     def test_subparser_sets_func(self):
         import argparse
 
-        from codec.eval.adapt_bench import add_adapt_subparser
+        from bench.adapt_bench import add_adapt_subparser
 
         parser = argparse.ArgumentParser()
         add_adapt_subparser(parser.add_subparsers(dest="cmd"))

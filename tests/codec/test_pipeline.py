@@ -1,6 +1,5 @@
 """Round trips through the real rANS coder and the real container."""
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -122,35 +121,3 @@ class TestBadInput:
         forged = bitstream.pack(bitstream.Payload(**{**p.__dict__, "weights_hash": b"\x00" * 8}))
         with pytest.raises(BitstreamError, match="other weights"):
             decode(forged)
-
-
-class TestCLI:
-    def run(self, *args, **kw):
-        return subprocess.run([sys.executable, "-m", "codec.cli", *args], capture_output=True, text=True,
-                              cwd=ROOT, timeout=600, **kw)
-
-    def test_encode_decode_info(self, tmp_path):
-        make_image(70, 50).save(tmp_path / "in.png")
-        r = self.run("encode", str(tmp_path / "in.png"), "-o", str(tmp_path / "a.mlic"), "--lmbda", "0.01",
-                     "--preset", "fast", "--json")
-        assert r.returncode == 0, r.stderr
-        meta = json.loads(r.stdout)
-        assert {"bpp", "psnr", "bytes", "width", "height", "seconds"} <= set(meta)
-        assert meta["bytes"] == (tmp_path / "a.mlic").stat().st_size
-        assert meta["bpp"] == meta["bytes"] * 8 / (70 * 50)
-        r = self.run("decode", str(tmp_path / "a.mlic"), "-o", str(tmp_path / "out.png"))
-        assert r.returncode == 0, r.stderr
-        assert Image.open(tmp_path / "out.png").size == (70, 50)
-        r = self.run("info", str(tmp_path / "a.mlic"))
-        assert json.loads(r.stdout)["width"] == 70
-
-    def test_bad_input_exits_2_with_one_line(self, tmp_path):
-        (tmp_path / "junk.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
-        r = self.run("encode", str(tmp_path / "junk.png"), "-o", str(tmp_path / "x.mlic"))
-        assert r.returncode == 2
-        assert len(r.stderr.strip().splitlines()) == 1 and "error" in r.stderr
-        (tmp_path / "bad.mlic").write_bytes(b"MLIC\x07rest")
-        r = self.run("decode", str(tmp_path / "bad.mlic"), "-o", str(tmp_path / "y.png"))
-        assert r.returncode == 2 and "version" in r.stderr
-        r = self.run("encode", str(tmp_path / "junk.png"), "-o", str(tmp_path / "x.mlic"), "--bpp", "-3")
-        assert r.returncode == 2

@@ -43,14 +43,17 @@ def api_argv(port: int) -> list[str]:
     return [sys.executable, "-m", *argv]
 
 
+def metalic_executable() -> str:
+    """The ``metalic`` console script of the Python running the tests (a venv's own before PATH's)."""
+    exe = shutil.which("metalic", path=str(Path(sys.executable).parent)) or shutil.which("metalic")
+    if exe is None:
+        raise RuntimeError("the metalic console script is not installed (pip install -e .)")
+    return exe
+
+
 def worker_argv(name: str) -> list[str]:
-    """``metalic worker`` if the console script has the subcommand, else its twin ``python -m worker``."""
-    exe = shutil.which(WORKER_COMMAND[0])
-    if exe:
-        probe = subprocess.run([exe, *WORKER_COMMAND[1:], "--help"], capture_output=True, text=True)
-        if probe.returncode == 0 and "--burst" in probe.stdout:
-            return [exe, *WORKER_COMMAND[1:], "--name", name]
-    return [sys.executable, "-m", "worker", "--name", name]
+    """``metalic worker``, as docker-compose.yml runs it."""
+    return [metalic_executable(), *WORKER_COMMAND[1:], "--name", name]
 
 
 class Stack:

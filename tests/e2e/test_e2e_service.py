@@ -182,7 +182,7 @@ def test_metalic_serve_starts_redis_api_and_a_worker(tmp_path):
     if use_fake_codec():
         env.update({"METALIC_ENCODER_FACTORY": "fake_codec:Encoder", "METALIC_DECODER": "fake_codec:decode"})
     log = tmp_path / "serve.log"
-    proc = subprocess.Popen([sys.executable, "-m", "service", "--port", str(port), "--data-dir", str(tmp_path / "r")],
+    proc = subprocess.Popen([sys.executable, "-m", "metalic", "serve", "--port", str(port), "--data-dir", str(tmp_path / "r")],
                             cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
     try:
         url = f"http://127.0.0.1:{port}"

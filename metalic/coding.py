@@ -1,0 +1,145 @@
+"""``metalic encode``, ``metalic decode`` and ``metalic demo``: the codec in process, no Redis."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from codec.errors import MetalicError
+
+
+def add_arguments(name: str, p: argparse.ArgumentParser) -> None:
+    if name == "encode":
+        _encode_arguments(p)
+    elif name == "decode":
+        p.add_argument("input")
+        p.add_argument("-o", "--output", required=True)
+        p.add_argument("--device")
+        p.add_argument("--json", action="store_true")
+    else:
+        p.add_argument("--out", default="metalic-demo")
+        p.add_argument("--preset", default="fast", choices=["fast", "balanced", "max"])
+
+
+def run(name: str, args) -> int:
+    return {"encode": cmd_encode, "decode": cmd_decode, "demo": cmd_demo}[name](args)
+
+
+def _encode_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("image", help="PNG, JPEG, WebP, BMP or TIFF")
+    p.add_argument("-o", "--output", required=True, help="output container path")
+    target = p.add_mutually_exclusive_group()
+    target.add_argument("--bpp", type=float, dest="target_bpp", help="target bits per pixel (real file size)")
+    target.add_argument("--lmbda", type=float, help="rate parameter λ (0.0001 to 1)")
+    target.add_argument("--psnr", type=float, dest="target_psnr", help="smallest file reaching this PSNR (dB)")
+    p.add_argument("--preset", choices=["fast", "balanced", "max"], default="balanced")
+    p.add_argument("--model", default=None, help="registry name (default metalic-vr)")
+    p.add_argument("--weights", help="local weights file or folder overriding the shipped ones")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when present)")
+    for stage in ("refine", "adapt-lambda", "bias-search", "rate-control"):
+        p.add_argument(f"--{stage}", dest=stage.replace("-", "_"), action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--refine-steps", type=int)
+    p.add_argument("--lambda-steps", type=int)
+    p.add_argument("--rounding", choices=["sga", "noise", "ste"])
+    p.add_argument("--json", action="store_true", help="print one JSON object with the result")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def cmd_encode(args) -> int:
+    from codec.constants import DEFAULT_MODEL
+    from codec.options import validate_options
+    from codec.pipeline import Encoder
+
+    keys = ("target_bpp", "lmbda", "target_psnr", "preset", "refine", "adapt_lambda", "bias_search",
+            "rate_control", "refine_steps", "lambda_steps", "rounding", "model")
+    from codec.image import probe_image
+
+    opts = validate_options({k: getattr(args, k) for k in keys})
+    data = read_file(args.image)
+    probe_image(data)  # a bad image fails before the model loads
+    t0 = time.perf_counter()
+    enc = Encoder(args.model or DEFAULT_MODEL, device=args.device, weights=args.weights)
+    bar = None
+    if not args.quiet and not args.json:
+        from tqdm import tqdm
+
+        bar = tqdm(total=1, file=sys.stderr, dynamic_ncols=True, bar_format="{desc} {bar} {postfix}")
+
+    def progress(p):
+        if bar is not None:
+            bar.total, bar.n = max(p.get("steps") or 1, 1), min(p.get("step") or 0, p.get("steps") or 1)
+            bar.set_description(p["stage"])
+            bar.set_postfix_str(f"{p.get('bpp') or 0:.4f} bpp {p.get('psnr') or 0:.2f} dB")
+
+    res = enc.encode(data, opts, progress)
+    if bar is not None:
+        bar.close()
+    Path(args.output).write_bytes(res.bitstream)
+    meta = dict(res.metadata, seconds_total=round(time.perf_counter() - t0, 4), output=args.output)
+    if args.json:
+        print(json.dumps(meta | {"seconds": meta["seconds"]["total"], "stage_seconds": meta["seconds"]}))
+    else:
+        print(f"{args.output}: {meta['bytes']} bytes, {meta['bpp']:.4f} bpp, {meta['psnr']:.2f} dB PSNR, "
+              f"{meta['ms_ssim']:.4f} MS-SSIM, {meta['seconds']['total']:.2f} s")
+        for w in meta["warnings"]:
+            print(f"note: {w}", file=sys.stderr)
+    return 0
+
+
+def cmd_decode(args) -> int:
+    from codec.pipeline import decode
+
+    res = decode(read_file(args.input), device=args.device or "cpu")
+    try:
+        res.image.save(args.output, format="PNG")
+    except (OSError, ValueError) as e:
+        raise MetalicError(f"cannot write {args.output}: {e}") from None
+    if args.json:
+        print(json.dumps(res.metadata))
+    else:
+        print(f"{args.output}: {res.image.size[0]}x{res.image.size[1]} {res.image.mode}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    """Makes a sample image on the fly, encodes it at three rates, decodes, prints a table."""
+    import numpy as np
+    from PIL import Image
+
+    from codec.pipeline import Encoder, decode
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    yy, xx = np.mgrid[0:256, 0:384].astype(np.float32)
+    rgb = np.stack([128 + 100 * np.sin(xx / 23) * np.cos(yy / 31), 128 + 90 * np.cos((xx + yy) / 17),
+                    (xx * 255 / 384 + 40 * np.sin(yy / 9)) % 256], -1)
+    rng = np.random.default_rng(0)
+    rgb = np.clip(rgb + rng.normal(0, 6, rgb.shape), 0, 255).astype(np.uint8)
+    Image.fromarray(rgb).save(out / "sample.png")
+    enc = Encoder()
+    print(f"model {enc.loaded.name} (weights {enc.loaded.weights_hash.hex()}, trained: {enc.loaded.trained}) on {enc.device}")
+    print(f"{'target bpp':>10} {'bytes':>7} {'bpp':>7} {'PSNR dB':>8} {'encode s':>9} {'decode s':>9}")
+    for target in (0.25, 0.5, 1.0):
+        res = enc.encode((out / "sample.png").read_bytes(), {"target_bpp": target, "preset": args.preset})
+        (out / f"sample_{target}.mlic").write_bytes(res.bitstream)
+        t = time.perf_counter()
+        dec = decode(res.bitstream)
+        td = time.perf_counter() - t
+        dec.image.save(out / f"sample_{target}.png")
+        same = np.array_equal(dec.rgb, res.reconstruction)
+        print(f"{target:>10} {res.metadata['bytes']:>7} {res.metadata['bpp']:>7.4f} {res.metadata['psnr']:>8.2f} "
+              f"{res.metadata['seconds']['total']:>9.2f} {td:>9.2f}{'' if same else '  MISMATCH'}")
+        if not same:
+            return 1
+    print(f"files in {out}/")
+    return 0
+
+
+def read_file(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise MetalicError(f"cannot read {path}: {e.strerror}") from None
