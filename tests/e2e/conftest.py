@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.redis_server import EmbeddedRedis
+from tests.support.redis import require_redis_server
 
 
 def pytest_collection_modifyitems(items):
@@ -17,8 +17,7 @@ def pytest_collection_modifyitems(items):
 def stack_factory(tmp_path, request):
     from e2e_helpers import Stack, use_fake_codec
 
-    if not EmbeddedRedis.available():
-        pytest.skip("needs the redis-server binary")
+    require_redis_server()
     if not use_fake_codec():
         try:
             import codec.image  # noqa: F401

@@ -19,6 +19,8 @@ from e2e_helpers import API_KEY, OTHER_KEY, ROOT, use_fake_codec
 from metalic_client import AsyncClient, Client, JobStatus, NotFoundError
 from PIL import Image
 
+from tests.support.redis import require_redis_server
+
 SIZES = [(64, 64), (96, 64), (64, 96), (128, 96), (80, 72), (112, 80)]
 
 
@@ -171,10 +173,9 @@ def test_metalic_serve_starts_redis_api_and_a_worker(tmp_path):
     import signal
 
     from e2e_helpers import E2E_DIR
-    from service.redis_server import EmbeddedRedis, free_port
+    from service.redis_server import free_port
 
-    if not EmbeddedRedis.available():
-        pytest.skip("needs the redis-server binary")
+    require_redis_server()
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "METALIC_REDIS_URL", "METALIC_API_KEYS")}
     env.update({"PYTHONPATH": os.pathsep.join([str(ROOT), str(E2E_DIR)]), "PYTHONWARNINGS": "ignore",
