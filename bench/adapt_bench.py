@@ -19,7 +19,7 @@ Outputs in ``out_dir``::
     adapt.md        the same as Markdown tables
     adapt_rd.png    average PSNR (and MS-SSIM) against bpp per configuration
 
-Typical workflow (the lead wires :func:`add_adapt_subparser` under ``metalic bench``)::
+Typical workflow (``metalic bench adapt``, or the module directly)::
 
     metalic bench adapt --data ../shared/datasets/kodak --out results/adapt --limit 4
     python -m bench.adapt_bench --data DIR --out OUT --configs forward,refine --no-rate-control
@@ -54,7 +54,7 @@ JPEG_AI_TARGETS: tuple[float, ...] = (0.06, 0.12, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0
 DEFAULT_LAMBDAS: tuple[float, ...] = (0.0009, 0.0025, 0.0067, 0.018, 0.05)
 """Dimensionless. λ points of the stage comparison (fewer than ``bench rd``: each point is a slow encode)."""
 
-REFERENCE = "reference forward"
+FORWARD_BASELINE = "reference forward"
 """Configuration name of the reference model's forward pass (``reference=``)."""
 
 BASELINE = "forward"
@@ -154,7 +154,7 @@ def run_adapt(images: Sequence[tuple[str, np.ndarray]], out_dir: Path | str, *, 
         memory: dict or None. A :func:`measure_peak_memory` result to include.
         reference: codec.pipeline.Encoder or None. Another model (e.g. the one a
             meta-tuned model started from): its forward pass is coded at the
-            same λ values as ``REFERENCE`` and every configuration also gets
+            same λ values as ``FORWARD_BASELINE`` and every configuration also gets
             its BD-rate against that.
         resume: bool. Reuse ``per_image/<name>.json`` files in ``out_dir`` that
             were made with the same settings (configurations, λ values,
@@ -214,12 +214,12 @@ def run_adapt(images: Sequence[tuple[str, np.ndarray]], out_dir: Path | str, *, 
             record["bd_vs_forward"][cfg] = _bd(record["points"][BASELINE], points)
         if reference is not None:
             ref_dec = lambda data: decode(data, weights=getattr(reference, "weights", None))  # noqa: E731
-            record["points"][REFERENCE] = [
+            record["points"][FORWARD_BASELINE] = [
                 {"label": lmbda, "param_name": "lmbda", "param": lmbda,
                  **_encode_point(reference, png, {**CONFIGS[BASELINE], "lmbda": float(lmbda)}, ref_dec)}
                 for lmbda in lambdas]
-            record["bd_vs_reference"] = {cfg: _bd(record["points"][REFERENCE], pts)
-                                         for cfg, pts in record["points"].items() if cfg != REFERENCE}
+            record["bd_vs_reference"] = {cfg: _bd(record["points"][FORWARD_BASELINE], pts)
+                                         for cfg, pts in record["points"].items() if cfg != FORWARD_BASELINE}
         if targets:
             rc = []
             for t in targets:
@@ -261,10 +261,10 @@ def _summarize(records, configs, lambdas, targets, rc_preset, overrides) -> dict
         bd_img = [r["bd_vs_forward"].get(cfg) for r in records]
         bd_img = [v for v in bd_img if v is not None]
         ref = {}
-        if REFERENCE in curves and cfg != REFERENCE:
+        if FORWARD_BASELINE in curves and cfg != FORWARD_BASELINE:
             per = [r["bd_vs_reference"].get(cfg) for r in records]
             per = [v for v in per if v is not None]
-            ref = {"bd_rate_vs_reference": _bd(curves[REFERENCE], curves[cfg]),
+            ref = {"bd_rate_vs_reference": _bd(curves[FORWARD_BASELINE], curves[cfg]),
                    "bd_rate_vs_reference_per_image_mean": float(np.mean(per)) if per else None}
         table[cfg] = ref | {
             "bd_rate_vs_forward": None if cfg == BASELINE else _bd(curves[BASELINE], curves[cfg]),
@@ -301,7 +301,7 @@ def _summarize(records, configs, lambdas, targets, rc_preset, overrides) -> dict
 
 
 def _derived(cfg: str) -> str:
-    if cfg == REFERENCE:
+    if cfg == FORWARD_BASELINE:
         return "the reference model's forward pass"
     return "the stages of " + cfg.split(" until ")[0] + " up to " + cfg.split(" until ")[1]
 

@@ -15,7 +15,7 @@ Outputs in ``out_dir``::
     table.md                the same as Markdown tables
     rd.png                  PSNR and MS-SSIM against bpp
 
-Typical workflow (the lead's CLI wires this as ``metalic bench rd``)::
+Typical workflow (``metalic bench rd``, or the module directly)::
 
     python -m bench.rd --data ../shared/datasets/kodak --out results/kodak
     python -m bench.rd --data DIR --out OUT --no-metalic --codecs jpeg,avif   # anchors only
@@ -199,8 +199,8 @@ def run_rd(
         img = anchors.check_image(img)
         record: dict[str, Any] = {"image": name, "width": int(img.shape[1]), "height": int(img.shape[0]), "points": {}}
         if metalic is not None:
-            record["points"][report.REFERENCE] = _metalic_points(metalic, img, config.lambdas)
-            log(f"{name}: {report.REFERENCE} done")
+            record["points"][report.METALIC_CURVE] = _metalic_points(metalic, img, config.lambdas)
+            log(f"{name}: {report.METALIC_CURVE} done")
         for codec in config.codecs:
             record["points"][codec] = _anchor_points(codec, img, config.targets)
             log(f"{name}: {codec} done")

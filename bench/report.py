@@ -26,9 +26,9 @@ import numpy as np
 from .bdrate import bd_psnr, bd_rate
 from codec.metrics import ms_ssim_db
 
-__all__ = ["REFERENCE", "average_curves", "bd_against_anchors", "write_json", "write_table", "plot_rd"]
+__all__ = ["METALIC_CURVE", "average_curves", "bd_against_anchors", "write_json", "write_table", "plot_rd"]
 
-REFERENCE = "metalic"
+METALIC_CURVE = "metalic"
 """Name under which metalic's points are stored; BD-rates are of it against each anchor."""
 
 _AVERAGED = ("bpp", "psnr", "ms_ssim", "encode_s", "decode_s")
@@ -85,7 +85,7 @@ def _bd_points(curve: Sequence[Mapping[str, Any]]) -> tuple[list[float], list[fl
 
 
 def bd_against_anchors(curves: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, dict[str, Any]]:
-    """BD-rate (%) and BD-PSNR (dB) of :data:`REFERENCE` against every other codec.
+    """BD-rate (%) and BD-PSNR (dB) of :data:`METALIC_CURVE` against every other codec.
 
     Returns:
         dict. Anchor -> ``{"bd_rate": float|None, "bd_psnr": float|None,
@@ -93,12 +93,12 @@ def bd_against_anchors(curves: Mapping[str, Sequence[Mapping[str, Any]]]) -> dic
         overlap, too few points) gets None values and the reason, not an
         exception, so one bad anchor never loses a long benchmark run.
     """
-    if REFERENCE not in curves:
+    if METALIC_CURVE not in curves:
         return {}
-    rate_t, psnr_t = _bd_points(curves[REFERENCE])
+    rate_t, psnr_t = _bd_points(curves[METALIC_CURVE])
     results = {}
     for anchor, curve in curves.items():
-        if anchor == REFERENCE:
+        if anchor == METALIC_CURVE:
             continue
         rate_a, psnr_a = _bd_points(curve)
         try:
@@ -140,7 +140,7 @@ def write_table(summary: Mapping[str, Any], path: Path) -> None:
     lines = [f"# RD benchmark ({summary['num_images']} images)", ""]
     bd = summary.get("bd", {})
     if bd:
-        lines += [f"## BD of {REFERENCE} against each anchor (average curves)", ""]
+        lines += [f"## BD of {METALIC_CURVE} against each anchor (average curves)", ""]
         lines.append("| anchor | BD-rate (%) | BD-PSNR (dB) | mean per-image BD-rate (%) | note |")
         lines.append("|---|---:|---:|---:|---|")
         for anchor, row in bd.items():
@@ -164,10 +164,10 @@ def write_table(summary: Mapping[str, Any], path: Path) -> None:
     if timing:
         lines += [f"## Timing (median of {timing['runs']} runs, side by side)", ""]
         lines += [f"Machine: {timing['machine']['description']}", ""]
-        if REFERENCE in timing["median"]:
-            lines += [f"Each anchor is set to {REFERENCE}'s rate on every image, so both code the same bits.", ""]
+        if METALIC_CURVE in timing["median"]:
+            lines += [f"Each anchor is set to {METALIC_CURVE}'s rate on every image, so both code the same bits.", ""]
         else:
-            lines += [f"No {REFERENCE} in this run: anchors timed at a fixed rate, ratios n/a.", ""]
+            lines += [f"No {METALIC_CURVE} in this run: anchors timed at a fixed rate, ratios n/a.", ""]
         lines += ["| codec | bpp | encode (s) | decode (s) | metalic ÷ codec, encode | metalic ÷ codec, decode |"]
         lines.append("|---|---:|---:|---:|---:|---:|")
         for codec, row in timing["median"].items():
@@ -195,7 +195,7 @@ def plot_rd(curves: Mapping[str, Sequence[Mapping[str, Any]]], path: Path, title
     ax_psnr, ax_ssim = fig.subplots(1, 2)
     for codec, curve in curves.items():
         pts = sorted((p for p in curve if p["bpp"] is not None), key=lambda p: p["bpp"])
-        style = {"marker": "o", "linewidth": 2.0 if codec == REFERENCE else 1.2, "label": codec}
+        style = {"marker": "o", "linewidth": 2.0 if codec == METALIC_CURVE else 1.2, "label": codec}
         ax_psnr.plot([p["bpp"] for p in pts], [p["psnr"] for p in pts], **style)
         ssim = [(p["bpp"], ms_ssim_db(p["ms_ssim"])) for p in pts if p["ms_ssim"] is not None]
         if ssim:

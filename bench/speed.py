@@ -35,7 +35,7 @@ from PIL import features
 
 from . import anchors
 from codec.metrics import bpp
-from .report import REFERENCE
+from .report import METALIC_CURVE
 from .runners import MetalicRunner
 
 __all__ = ["machine_info", "median_time", "time_image", "summarize_timing"]
@@ -117,7 +117,7 @@ def time_image(
         enc_s, data = median_time(lambda: metalic.encode(img, lmbda), runs)
         dec_s, _ = median_time(lambda: metalic.decode(data), runs)
         rate = bpp(len(data), width, height)
-        out[REFERENCE] = {"param": lmbda, "bpp": rate, "encode_s": enc_s, "decode_s": dec_s}
+        out[METALIC_CURVE] = {"param": lmbda, "bpp": rate, "encode_s": enc_s, "decode_s": dec_s}
         target_bpp = rate if target_bpp is None else target_bpp
     if target_bpp is None:
         raise ValueError("target_bpp is required when metalic is not timed")
@@ -126,9 +126,9 @@ def time_image(
         enc_s, _ = median_time(lambda: anchors.encode(codec, img, param), runs)
         dec_s, _ = median_time(lambda: anchors.decode(data), runs)
         row = {"param": param, "bpp": bpp(len(data), width, height), "encode_s": enc_s, "decode_s": dec_s}
-        if REFERENCE in out:
-            row["encode_ratio"] = out[REFERENCE]["encode_s"] / enc_s
-            row["decode_ratio"] = out[REFERENCE]["decode_s"] / dec_s
+        if METALIC_CURVE in out:
+            row["encode_ratio"] = out[METALIC_CURVE]["encode_s"] / enc_s
+            row["decode_ratio"] = out[METALIC_CURVE]["decode_s"] / dec_s
         out[codec] = row
     return out
 

@@ -132,8 +132,6 @@ class ImageMode(enum.IntEnum):
     """8-bit RGB with alpha (PIL ``"RGBA"``)."""
     L16 = 3
     """16-bit grayscale (PIL ``"I;16"``)."""
-    RGB16 = 4
-    """16-bit-per-channel RGB (for example 48-bit PNG)."""
 
 
 def num_patches(width: int, height: int) -> int:

@@ -222,6 +222,6 @@ def to_tensor(rgb: np.ndarray, device="cpu"):
     return torch.from_numpy(np.array(rgb, copy=True)).to(device).permute(2, 0, 1).unsqueeze(0).float().div_(255)
 
 
-def to_uint8(x) -> np.ndarray:
+def tensor_to_rgb(x) -> np.ndarray:
     """(1, 3, H, W) float in [0, 1] → (H, W, 3) uint8, rounded and clipped (the measured output)."""
     return x.detach().float().clamp(0, 1).mul(255).round().to("cpu").squeeze(0).permute(1, 2, 0).numpy().astype(np.uint8)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from pytorch_msssim import ms_ssim as _ms_ssim
 
-__all__ = ["PSNR_CAP_DB", "MS_SSIM_MIN_SIDE", "to_uint8", "psnr", "ms_ssim", "ms_ssim_db", "bpp"]
+__all__ = ["PSNR_CAP_DB", "MS_SSIM_MIN_SIDE", "round_to_uint8", "psnr", "ms_ssim", "ms_ssim_db", "bpp"]
 
 PSNR_CAP_DB = 100.0
 """dB. PSNR reported for identical images (and the upper bound of any PSNR)."""
@@ -35,7 +35,7 @@ MS_SSIM_MIN_SIDE = 161
 """Pixels. Smallest shorter side for which MS-SSIM is defined ((11 - 1) * 2**4 + 1)."""
 
 
-def to_uint8(image: np.ndarray) -> np.ndarray:
+def round_to_uint8(image: np.ndarray) -> np.ndarray:
     """Round and clip an image to 8-bit, as a decoder writing a PNG would.
 
     Args:
@@ -53,7 +53,7 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
 
 
 def _check_pair(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    a, b = to_uint8(a), to_uint8(b)
+    a, b = round_to_uint8(a), round_to_uint8(b)
     if a.shape != b.shape:
         raise ValueError(f"images differ in shape: {a.shape} vs {b.shape}")
     if a.ndim != 3 or a.shape[2] != 3:

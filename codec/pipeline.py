@@ -25,7 +25,7 @@ from .bitstream import ImageMode, Payload
 from .constants import DEFAULT_MAX_PIXELS, DEFAULT_MODEL
 from .errors import BitstreamError, MetalicError, ModelError
 from .metrics import ms_ssim, psnr
-from .image import load_image, output_image, pad, to_tensor, to_uint8
+from .image import load_image, output_image, pad, to_tensor, tensor_to_rgb
 from .options import RATE_TOLERANCE, EncodeOptions, validate_options
 from .rate import index_to_lambda
 from .weights import LoadedModel, load_model
@@ -120,7 +120,7 @@ class Encoder:
                 x_hat = b.decompress(out["strings"], out["shape"], rate_index)
             else:
                 x_hat = b.synthesize(out["y_hat"], rate_index, lk, bias_t)
-        rec = to_uint8(x_hat[..., :h, :w])
+        rec = tensor_to_rgb(x_hat[..., :h, :w])
         return Candidate(data, rec, len(data) * 8 / (h * w), psnr(rgb, rec), rate_index, tuple(lambda_k), bias, latents,
                          coded)
 
@@ -238,5 +238,5 @@ def decode(data: bytes, device: str = "cpu", weights: str | None = None) -> Deco
             x_hat = b.decompress([[s] for s in p.strings], p.latent_shape, p.rate_index, lk, bias).float().clamp(0, 1)
     except (RuntimeError, ValueError, IndexError) as e:
         raise BitstreamError(f"entropy decoding failed: {e}") from None
-    rgb = to_uint8(x_hat[..., :h, :w])
+    rgb = tensor_to_rgb(x_hat[..., :h, :w])
     return DecodeResult(output_image(rgb, p.mode), rgb, bitstream.describe(p))

@@ -23,7 +23,3 @@ def index_to_lambda(index: int) -> float:
     """λ of a grid index, the value both sides compute with."""
     return math.exp(_LO + (_HI - _LO) * index / LAMBDA_LEVELS)
 
-
-def snap(lmbda: float) -> float:
-    """λ rounded to the grid."""
-    return index_to_lambda(lambda_to_index(lmbda))

@@ -187,6 +187,6 @@ class TestBankDecoding:
         b = enc.backend
         x_hat = b.decompress([[s] for s in p.strings], p.latent_shape, p.rate_index, None,
                              torch.from_numpy(got.astype(np.int64)))
-        from codec.image import to_uint8
+        from codec.image import tensor_to_rgb
 
-        assert np.array_equal(to_uint8(x_hat[..., :300, :520]), cand.rgb)
+        assert np.array_equal(tensor_to_rgb(x_hat[..., :300, :520]), cand.rgb)
