@@ -1,5 +1,6 @@
 """Test pictures shared by the codec, training, bench and metalic tests."""
 
+import hashlib
 import io
 
 import numpy as np
@@ -31,3 +32,8 @@ def png_bytes(im: Image.Image) -> bytes:
     b = io.BytesIO()
     im.save(b, "PNG")
     return b.getvalue()
+
+
+def decoded_sha256(image: Image.Image) -> str:
+    """sha256 of a decoded image's mode, size and raw pixels (PNG encoders differ; the pixels must not)."""
+    return hashlib.sha256(f"{image.mode} {image.size[0]}x{image.size[1]}\n".encode() + image.tobytes()).hexdigest()
