@@ -24,10 +24,14 @@ from . import bitstream
 from .bitstream import ImageMode, Payload
 from .constants import DEFAULT_MAX_PIXELS, DEFAULT_MODEL
 from .errors import BitstreamError, MetalicError, ModelError
+from .adapt.coding import Coder
+from .adapt.goal import Goal
+from .image import load_image, output_image, pad, tensor_to_rgb, to_tensor
 from .metrics import ms_ssim, psnr
-from .image import load_image, output_image, pad, to_tensor, tensor_to_rgb
-from .options import RATE_TOLERANCE, EncodeOptions, validate_options
-from .rate import index_to_lambda
+from .options import EncodeOptions, validate_options
+# λ_k values sit on the container's λ grid whatever a backend's rate index means
+# (only the default model has λ_k); the rate index itself goes through the backend
+from .rate import index_to_lambda as lambda_k_value
 from .weights import LoadedModel, load_model
 
 Progress = Callable[[dict], None]
@@ -65,8 +69,8 @@ class Candidate:
     latents: tuple | None = None  # (y_g, z) that produced it
     coded: dict | None = None  # the backend's compress_latents output: strings, shape, y_hat
 
-    def summary(self) -> dict:
-        return {"bpp": self.bpp, "psnr": self.psnr, "bytes": len(self.data), "lmbda": index_to_lambda(self.rate_index)}
+    def summary(self, backend) -> dict:
+        return {"bpp": self.bpp, "psnr": self.psnr, "bytes": len(self.data), "lmbda": backend.rate_lambda(self.rate_index)}
 
 
 class Encoder:
@@ -97,6 +101,11 @@ class Encoder:
             mode=mode, rate_index=rate_index, lambda_k=tuple(lambda_k),
             bias_indices=b"" if bias is None else bias.astype(np.uint8).tobytes(),
             strings=tuple(s[0] for s in strings), latent_shape=tuple(shape)))
+
+    @property
+    def coder(self) -> Coder:
+        """The narrow interface the adaptation stages code through."""
+        return Coder(self.backend, self.loaded.name, self.code)
 
     def code(self, x: torch.Tensor, rgb: np.ndarray, mode: ImageMode, rate_index: int, latents=None,
              lambda_k: tuple[int, ...] = (), bias: np.ndarray | None = None, coded: dict | None = None) -> Candidate:
@@ -143,14 +152,14 @@ class Encoder:
         t = time.perf_counter()
         from .adapt.rate_control import search_rate
 
-        best = search_rate(self, x, img, opts, report)
+        best = search_rate(self.coder, x, img, opts, report)
         timings["rate_search"] = time.perf_counter() - t
-        stages["forward"] = best.summary()
+        stages["forward"] = best.summary(self.backend)
 
         from .adapt.stages import below_reach, run_stages
 
-        if opts.refine or opts.adapt_lambda or opts.bias_search or below_reach(self, opts, best):
-            best = run_stages(self, x, img, opts, best, report, timings, stages)
+        if opts.refine or opts.adapt_lambda or opts.bias_search or below_reach(self.backend, opts, best):
+            best = run_stages(self.coder, x, img, opts, best, report, timings, stages)
 
         t = time.perf_counter()
         check = decode(best.data, device="cpu", weights=self.weights)
@@ -163,10 +172,10 @@ class Encoder:
         meta = {
             "model": self.loaded.name, "width": w, "height": h, "bytes": len(best.data),
             "bpp": len(best.data) * 8 / (w * h), "psnr": psnr(img.rgb, check.rgb),
-            "ms_ssim": ms_ssim(img.rgb, check.rgb), "lmbda": index_to_lambda(best.rate_index),
-            "lambda_k": [index_to_lambda(i) for i in best.lambda_k] or None,
+            "ms_ssim": ms_ssim(img.rgb, check.rgb), "lmbda": self.backend.rate_lambda(best.rate_index),
+            "lambda_k": [lambda_k_value(i) for i in best.lambda_k] or None,
             "target_bpp": opts.target_bpp, "target_psnr": opts.target_psnr,
-            "target_reached": _target_reached(opts, len(best.data) * 8 / (w * h), psnr(img.rgb, check.rgb)),
+            "target_reached": Goal.of(opts, 0.0).reached(len(best.data) * 8 / (w * h), psnr(img.rgb, check.rgb)),
             "preset": opts.preset, "options": opts.to_dict(), "stages": stages,
             "seconds": {k: round(v, 4) for k, v in timings.items()} | {"total": round(time.perf_counter() - t0, 4)},
             "device": self.device, "warnings": list(img.warnings),
@@ -178,15 +187,7 @@ class Encoder:
 
 def lambda_k_tensor(lambda_k, device) -> torch.Tensor | None:
     """(1, K) λ_k values of grid indices, or None (every λ_k = λ)."""
-    return torch.tensor([[index_to_lambda(i) for i in lambda_k]], device=device) if lambda_k else None
-
-
-def _target_reached(opts: EncodeOptions, bpp: float, p: float) -> bool | None:
-    if opts.target_bpp is not None:
-        return abs(bpp - opts.target_bpp) <= RATE_TOLERANCE * opts.target_bpp
-    if opts.target_psnr is not None:
-        return p >= opts.target_psnr
-    return None
+    return torch.tensor([[lambda_k_value(i) for i in lambda_k]], device=device) if lambda_k else None
 
 
 def _target_note(opts: EncodeOptions, meta: dict) -> str:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from ..constants import NUM_DECODER_BLOCKS
-from ..rate import index_to_lambda, lambda_to_index
+from ..rate import lambda_to_index
 from .refine import use_amp
 
 DEFAULT_LR = 0.2
@@ -104,8 +104,8 @@ def adapt_lambda(backend, x: torch.Tensor, y_hat: torch.Tensor, rate_index: int,
     t0 = time.perf_counter()
     h, w = size or tuple(x.shape[-2:])
     amp = use_amp(x.device, amp)
-    lo, hi = (math.log(index_to_lambda(i)) for i in backend.rate_range())
-    theta = torch.full((1, NUM_DECODER_BLOCKS), math.log(index_to_lambda(rate_index)), device=x.device,
+    lo, hi = (math.log(backend.rate_lambda(i)) for i in backend.rate_range())
+    theta = torch.full((1, NUM_DECODER_BLOCKS), math.log(backend.rate_lambda(rate_index)), device=x.device,
                        requires_grad=True)
     opt = torch.optim.Adam([theta], lr=lr)
     y_in, x_ref, m = sample_tiles(y_hat.to(x.device), x, h, w)

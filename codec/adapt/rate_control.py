@@ -8,6 +8,8 @@ import math
 
 from ..constants import LAMBDA_LEVELS
 from ..options import DEFAULT_LAMBDA, RATE_TOLERANCE
+from .coding import Coder
+from .goal import Goal
 
 MAX_PROBES = 14
 """Count. Coded probes a search may spend."""
@@ -67,20 +69,20 @@ def solve_monotone(measure, target: float, lo: int, hi: int, start: int, tol: fl
     return probes
 
 
-def search_rate(enc, x, img, opts, report):
+def search_rate(coder: Coder, x, img, opts, report):
     """Codes the plain forward pass at the rate parameter the options ask for.
 
     Returns:
         The best :class:`codec.pipeline.Candidate` (closest to a bpp target; the
         smallest file meeting a PSNR target; or the given/default λ).
     """
-    b = enc.backend
+    b = coder.backend
     lo, hi = b.rate_range()
     n = {"i": 0}
 
     def coded(k):
         n["i"] += 1
-        c = enc.code(x, img.rgb, img.mode, k)
+        c = coder.code(x, img.rgb, img.mode, k)
         report({"stage": "rate_search", "step": n["i"], "steps": MAX_PROBES, "bpp": c.bpp, "psnr": c.psnr})
         return c
 
@@ -91,21 +93,6 @@ def search_rate(enc, x, img, opts, report):
     if opts.target_bpp is not None:
         probes = solve_monotone(lambda k: ((c := coded(k)).bpp, c), opts.target_bpp, lo, hi, start,
                                 RATE_TOLERANCE * 0.5 if opts.rate_control else RATE_TOLERANCE)
-        return closest_to_rate(probes, opts.target_bpp)
+        return Goal("bpp", opts.target_bpp).best(p[2] for p in probes)
     probes = solve_monotone(lambda k: ((c := coded(k)).psnr, c), opts.target_psnr, lo, hi, start, 0.002)
-    return smallest_meeting_psnr(probes, opts.target_psnr)
-
-
-def closest_to_rate(probes, target: float):
-    """Within tolerance, prefer the best PSNR; otherwise the closest bpp, never far above."""
-    inside = [p[2] for p in probes if abs(p[1] - target) <= RATE_TOLERANCE * target]
-    if inside:
-        return max(inside, key=lambda c: c.psnr)
-    return min((p[2] for p in probes), key=lambda c: (abs(c.bpp - target) / target) * (2 if c.bpp > target else 1))
-
-
-def smallest_meeting_psnr(probes, target: float):
-    ok = [p[2] for p in probes if p[2].psnr >= target]
-    if ok:
-        return min(ok, key=lambda c: len(c.data))
-    return max((p[2] for p in probes), key=lambda c: c.psnr)
+    return Goal("psnr", opts.target_psnr).best(p[2] for p in probes)

@@ -24,8 +24,9 @@ from typing import Callable
 
 import torch
 
-from ..backends import hard_round
 from ..amp import bf16_supported
+from ..backends import hard_round
+from .goal import Goal
 
 ROUNDINGS = ("sga", "noise", "ste")
 """Relaxed roundings :class:`Rounding` knows (the same names as ``codec.options.ROUNDINGS``)."""
@@ -247,8 +248,9 @@ class TargetRate(_Steered):
     The real file differs from the entropy model's estimate by the header and
     the coder's overhead; :meth:`calibrate` measures that offset on the start,
     whose real size is known (``start_bpp``), and adds it to every estimate.
-    Iterates predicted outside the band lose to every iterate inside it; among
-    those outside, the closer rate wins (overshoot counted double).
+    Iterates are ranked by the encode's rule (:class:`codec.adapt.goal.Goal`)
+    about ``aim`` with ``band``: inside it the best PSNR, outside it the closer
+    rate, overshoot counted double.
 
     Args:
         aim: float. bpp the coded refinement should have.
@@ -260,6 +262,7 @@ class TargetRate(_Steered):
     def __init__(self, aim: float, band: float, start_bpp: float, lmbda_range: tuple[float, float]):
         super().__init__(lmbda_range)
         self.aim, self.band, self.start_bpp, self.offset = aim, band, start_bpp, 0.0
+        self.goal = Goal("bpp", aim, band / aim)
 
     def calibrate(self, start: RDCost) -> None:
         self.offset = self.start_bpp - start.bpp
@@ -268,10 +271,7 @@ class TargetRate(_Steered):
         return max(c.bpp + self.offset, 1e-6)
 
     def key(self, c: RDCost) -> tuple:
-        miss = self.predict(c) - self.aim
-        if abs(miss) <= self.band:
-            return (0, c.mse)
-        return (1, abs(miss) / self.aim * (2 if miss > 0 else 1))
+        return self.goal.rank(self.predict(c), c.psnr)
 
     def next_lambda(self, step, steps, c, lmbda):
         return self._move(step, steps, lmbda, STEER_RATE_GAIN * math.log(self.aim / self.predict(c)))
@@ -293,6 +293,7 @@ class TargetQuality(_Steered):
     def __init__(self, aim: float, floor: float, start_psnr: float, lmbda_range: tuple[float, float]):
         super().__init__(lmbda_range)
         self.aim, self.floor, self.start_psnr, self.offset = aim, floor, start_psnr, 0.0
+        self.goal = Goal("psnr", floor)
 
     def calibrate(self, start: RDCost) -> None:
         self.offset = self.start_psnr - start.psnr
@@ -301,8 +302,7 @@ class TargetQuality(_Steered):
         return c.psnr + self.offset
 
     def key(self, c: RDCost) -> tuple:
-        p = self.predict(c)
-        return (0, c.bpp) if p >= self.floor else (1, -p)
+        return self.goal.rank(c.bpp, self.predict(c))
 
     def next_lambda(self, step, steps, c, lmbda):
         return self._move(step, steps, lmbda, STEER_PSNR_GAIN * (self.aim - self.predict(c)))

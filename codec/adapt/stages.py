@@ -1,8 +1,7 @@
 """The encoder's adaptation stages after rate search, with rate control (M7).
 
-:func:`run_stages` is what :meth:`codec.pipeline.Encoder.encode` calls when any
-of refine / adapt_lambda / bias_search is on. Every candidate it compares is a
-fully coded file (:meth:`Encoder.code`), so decisions rest on real sizes and
+:func:`run_stages` runs when any of refine / adapt_lambda / bias_search is on.
+Every candidate it compares is a fully coded file (:class:`codec.adapt.coding.Coder`), so decisions rest on real sizes and
 on the decoder's own reconstruction, never on estimates.
 """
 
@@ -17,6 +16,9 @@ from ..bitstream import num_patches
 from ..constants import NUM_DECODER_BLOCKS
 from ..options import RATE_TOLERANCE
 from .bias_search import search_bias
+from .coding import Coder
+from .goal import Goal
+from .goal import rd_cost as goal_rd_cost
 from .lambda_adapt import adapt_lambda
 from .refine import SGA_TAU_MAX, FixedLambda, TargetQuality, TargetRate, default_lr, refine_latents
 
@@ -53,45 +55,9 @@ LAMBDA_K_BYTES = 1 + 2 * NUM_DECODER_BLOCKS
 """Bytes. Container cost of the λ_k values (the count and K uint16)."""
 
 
-def _mse(c) -> float:
-    return 10 ** (-c.psnr / 10)
-
-
 def rd_cost(c, lmbda: float) -> float:
     """Real RD cost of a coded candidate: bpp + λ·255²·MSE (MSE of the 8-bit reconstruction)."""
-    return c.bpp + lmbda * 255**2 * _mse(c)
-
-
-class _Goal:
-    """What the options ask for, as one comparison rule between coded candidates.
-
-    * target bpp with rate control: inside ±RATE_TOLERANCE beats outside; inside,
-      the better PSNR wins; outside, the closer rate (overshoot counted double).
-    * target PSNR: meeting it beats missing it; meeting it, the smaller file wins.
-    * otherwise (a λ): the lower real RD cost at that λ.
-    """
-
-    def __init__(self, opts, lmbda: float):
-        self.bpp = opts.target_bpp if (opts.target_bpp is not None and opts.rate_control) else None
-        self.psnr = opts.target_psnr if opts.rate_control else None
-        self.lmbda = lmbda
-
-    def inside(self, bpp: float) -> bool:
-        return self.bpp is None or abs(bpp - self.bpp) <= RATE_TOLERANCE * self.bpp
-
-    def key(self, c) -> tuple:
-        """Sort key: smaller is better."""
-        if self.bpp is not None:
-            miss = (c.bpp - self.bpp) / self.bpp
-            if self.inside(c.bpp):
-                return (0, -c.psnr)
-            return (1, abs(miss) * (2 if miss > 0 else 1))
-        if self.psnr is not None:
-            return (0, len(c.data)) if c.psnr >= self.psnr else (1, -c.psnr)
-        return (0, rd_cost(c, self.lmbda))
-
-    def better(self, new, cur) -> bool:
-        return self.key(new) < self.key(cur)
+    return goal_rd_cost(c.bpp, c.psnr, lmbda)
 
 
 def _summary(c, forward) -> dict:
@@ -115,9 +81,9 @@ class _Reporter:
                          **self.extra})
 
 
-def _overhead_bpp(enc, img, opts) -> float:
+def _overhead_bpp(coder: Coder, img, opts) -> float:
     """Bits per pixel the later stages will add if they keep their result."""
-    b, nbytes = enc.backend, 0
+    b, nbytes = coder.backend, 0
     if opts.adapt_lambda and b.supports_lambda_k and opts.lambda_steps > 0:
         nbytes += LAMBDA_K_BYTES
     if opts.bias_search and b.supports_bias and not b.net.bias_bank.is_empty():
@@ -125,16 +91,16 @@ def _overhead_bpp(enc, img, opts) -> float:
     return nbytes * 8 / (img.width * img.height)
 
 
-def _objective(goal: _Goal, start, overhead: float, lmbda_range):
+def _objective(goal: Goal, start, overhead: float, lmbda_range):
     """The refinement objective of a goal, calibrated on the start's coded file."""
-    if goal.bpp is not None:
-        return TargetRate(goal.bpp - overhead, 0.5 * RATE_TOLERANCE * goal.bpp, start.bpp, lmbda_range)
-    if goal.psnr is not None:
-        return TargetQuality(goal.psnr + PSNR_MARGIN, goal.psnr + PSNR_MARGIN / 4, start.psnr, lmbda_range)
+    if goal.kind == "bpp":
+        return TargetRate(goal.target - overhead, 0.5 * RATE_TOLERANCE * goal.target, start.bpp, lmbda_range)
+    if goal.kind == "psnr":
+        return TargetQuality(goal.target + PSNR_MARGIN, goal.target + PSNR_MARGIN / 4, start.psnr, lmbda_range)
     return FixedLambda()
 
 
-def _refine_stage(enc, x, img, opts, forward, goal: _Goal, report, overhead: float, span: float = LAMBDA_SPAN):
+def _refine_stage(coder: Coder, x, img, opts, forward, goal: Goal, report, overhead: float, span: float = LAMBDA_SPAN):
     """Latent refinement with rate control; returns (best candidate, stage info).
 
     Round 0 refines the forward latents at the rate search's λ, the objective
@@ -148,21 +114,19 @@ def _refine_stage(enc, x, img, opts, forward, goal: _Goal, report, overhead: flo
     rate search chose (for zoo models, the quality level), as L²C picks the
     codec first and then tunes the loss weights.
     """
-    b = enc.backend
+    b = coder.backend
     h, w = img.height, img.width
     ri = forward.rate_index
     lmbda = b.rate_lambda(ri)
     lmbda_range = (lmbda / LAMBDA_SPAN, lmbda * span)
-    steered = goal.bpp is not None or goal.psnr is not None
+    steered = goal.kind != "lambda"
     # steering moves the loss λ on each hard evaluation; at a fixed λ they only track the best iterate
     eval_every = max(2, min(10, opts.refine_steps // (20 if steered else 10)))
     rounds, coded = [], []
     start, steps = forward, opts.refine_steps
 
     def satisfied(c) -> bool:
-        if goal.bpp is not None:
-            return goal.inside(c.bpp + overhead)
-        return c.psnr >= goal.psnr
+        return goal.reached(c.bpp + overhead, c.psnr)
 
     for rnd in range(MAX_ROUNDS):
         warm = rnd > 0
@@ -172,7 +136,7 @@ def _refine_stage(enc, x, img, opts, forward, goal: _Goal, report, overhead: flo
             rounding=opts.rounding, lr=default_lr(opts.refine_steps) * (WARM_LR if warm else 1.0),
             tau_max=WARM_TAU if warm else SGA_TAU_MAX, size=(h, w), eval_every=eval_every, seed=rnd,
             progress=lambda s, n, c: rep(s, c.bpp, c.psnr))
-        cand = start if res.best_step == 0 else enc.code(x, img.rgb, img.mode, ri, latents=res.latents)
+        cand = start if res.best_step == 0 else coder.code(x, img.rgb, img.mode, ri, latents=res.latents)
         coded.append(cand)
         rounds.append({"lmbda_end": res.lmbda, "steps": steps, "best_step": res.best_step,
                        "bpp": round(cand.bpp, 6), "psnr": round(cand.psnr, 4), "amp": res.amp,
@@ -184,7 +148,7 @@ def _refine_stage(enc, x, img, opts, forward, goal: _Goal, report, overhead: flo
         # The best iterate missed; the last one is where the steering got to (often
         # a better start than the forward pass). Code it: it is a candidate itself,
         # and its real size calibrates the next round's estimate.
-        last = enc.code(x, img.rgb, img.mode, ri, latents=res.last)
+        last = coder.code(x, img.rgb, img.mode, ri, latents=res.last)
         coded.append(last)
         rounds[-1]["last"] = {"bpp": round(last.bpp, 6), "psnr": round(last.psnr, 4)}
         if satisfied(last):
@@ -194,29 +158,18 @@ def _refine_stage(enc, x, img, opts, forward, goal: _Goal, report, overhead: flo
 
     # choose among every coded round and the forward pass, as the final file will be seen
     pool = coded + [forward]
-    best = min(pool, key=lambda c: goal.key(_with_overhead(c, overhead)))
+    best = goal.best(pool, overhead)
     return best, {"rounds": rounds, "rounding": opts.rounding, "steps": sum(r["steps"] for r in rounds),
                   "kept": best is not forward}
 
 
-class _Sized:
-    """The fields :class:`_Goal` reads, with the later stages' bytes added to the rate."""
-
-    def __init__(self, c, overhead_bpp: float):
-        self.bpp, self.psnr, self.data = c.bpp + overhead_bpp, c.psnr, c.data
-
-
-def _with_overhead(c, overhead_bpp: float):
-    return _Sized(c, overhead_bpp) if overhead_bpp else c
-
-
-def below_reach(enc, opts, forward) -> bool:
+def below_reach(backend, opts, forward) -> bool:
     """True when rate control has a bpp target that the forward pass overshoots at its lowest rate."""
-    return (opts.rate_control and opts.target_bpp is not None and enc.backend.supports_refine
+    return (opts.rate_control and opts.target_bpp is not None and backend.supports_refine
             and forward.bpp > opts.target_bpp * (1 + RATE_TOLERANCE))
 
 
-def run_stages(enc, x: torch.Tensor, img, opts, best, report, timings: dict, stages: dict):
+def run_stages(coder: Coder, x: torch.Tensor, img, opts, best, report, timings: dict, stages: dict):
     """Runs refinement (with rate control), λ_k adaptation and bias search.
 
     DESIGN 2.3 steps 3-6: each stage is switchable; each records
@@ -229,10 +182,10 @@ def run_stages(enc, x: torch.Tensor, img, opts, best, report, timings: dict, sta
     MAX_ROUNDS (:func:`_refine_stage`). λ_k and bias indices change only the
     distortion, but they add container bytes: rate control reserves them, and
     each of those stages keeps its result only if the coded file is better
-    under the same goal (see :class:`_Goal`).
+    under the same goal (see :class:`codec.adapt.goal.Goal`).
 
     Args:
-        enc: codec.pipeline.Encoder.
+        coder: codec.adapt.coding.Coder. How the stages code a candidate.
         x: Tensor (1, 3, H, W). The padded image.
         img: codec.image.LoadedImage.
         opts: codec.options.EncodeOptions.
@@ -244,23 +197,23 @@ def run_stages(enc, x: torch.Tensor, img, opts, best, report, timings: dict, sta
     Returns:
         codec.pipeline.Candidate. The final file.
     """
-    b = enc.backend
+    b = coder.backend
     forward = best
-    goal = _Goal(opts, b.rate_lambda(forward.rate_index))
+    goal = Goal.of(opts, b.rate_lambda(forward.rate_index), rate_control=opts.rate_control)
     h, w = img.height, img.width
     cand = forward
-    rescue = below_reach(enc, opts, forward) and not opts.refine
+    rescue = below_reach(coder.backend, opts, forward) and not opts.refine
     if rescue:
         opts = dataclasses.replace(opts, refine=True, refine_steps=RESCUE_STEPS)
 
     if opts.refine:
         t = time.perf_counter()
         if not b.supports_refine:
-            stages["refine"] = {"skipped": f"{enc.loaded.name} latents cannot be refined (autoregressive)"}
+            stages["refine"] = {"skipped": f"{coder.model_name} latents cannot be refined (autoregressive)"}
         elif opts.refine_steps <= 0:
             stages["refine"] = {"skipped": "refine_steps is 0"}
         else:
-            cand, info = _refine_stage(enc, x, img, opts, forward, goal, report, _overhead_bpp(enc, img, opts),
+            cand, info = _refine_stage(coder, x, img, opts, forward, goal, report, _overhead_bpp(coder, img, opts),
                                        RESCUE_SPAN if rescue else LAMBDA_SPAN)
             stages["refine"] = _summary(cand, forward) | info
             if rescue:
@@ -274,14 +227,14 @@ def run_stages(enc, x: torch.Tensor, img, opts, best, report, timings: dict, sta
     if opts.adapt_lambda:
         t = time.perf_counter()
         if not b.supports_lambda_k:
-            stages["adapt_lambda"] = {"skipped": f"{enc.loaded.name} has no λ_k modulation"}
+            stages["adapt_lambda"] = {"skipped": f"{coder.model_name} has no λ_k modulation"}
         elif opts.lambda_steps <= 0:
             stages["adapt_lambda"] = {"skipped": "lambda_steps is 0"}
         else:
             res = adapt_lambda(b, x, y_hat, cand.rate_index, opts.lambda_steps, size=(h, w))
             info = {"steps": res.steps, "best_step": res.best_step, "kept": False}
             if res.lambda_k != (cand.rate_index,) * NUM_DECODER_BLOCKS:
-                trial = enc.code(x, img.rgb, img.mode, cand.rate_index, cand.latents, res.lambda_k, cand.bias,
+                trial = coder.code(x, img.rgb, img.mode, cand.rate_index, cand.latents, res.lambda_k, cand.bias,
                                  coded=cand.coded)
                 # Jiang et al. keep λ_k for a lower distortion; here the coded file must also
                 # win under the goal (the 9 bytes count), or every λ_k stays λ
@@ -296,7 +249,7 @@ def run_stages(enc, x: torch.Tensor, img, opts, best, report, timings: dict, sta
     if opts.bias_search:
         t = time.perf_counter()
         if not b.supports_bias:
-            stages["bias_search"] = {"skipped": f"{enc.loaded.name} has no decoder bias bank"}
+            stages["bias_search"] = {"skipped": f"{coder.model_name} has no decoder bias bank"}
         else:
             lk = torch.tensor([[b.rate_lambda(i) for i in cand.lambda_k]], device=x.device) if cand.lambda_k else None
             rep = _Reporter(report, "bias_search", num_patches(w, h))
@@ -308,7 +261,7 @@ def run_stages(enc, x: torch.Tensor, img, opts, best, report, timings: dict, sta
                 info = {"evaluated": res.evaluated, "kept": False,
                         "patches_changed": int(np.count_nonzero(res.indices))}
                 if res.indices.any():
-                    trial = enc.code(x, img.rgb, img.mode, cand.rate_index, cand.latents, cand.lambda_k, res.indices,
+                    trial = coder.code(x, img.rgb, img.mode, cand.rate_index, cand.latents, cand.lambda_k, res.indices,
                                      coded=cand.coded)
                     if trial.psnr > cand.psnr and goal.better(trial, cand):
                         cand, info["kept"] = trial, True

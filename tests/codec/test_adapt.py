@@ -214,8 +214,8 @@ class TestZooRefine:
         x = image_tensor(img.rgb)
         opts = validate_options({**target, "preset": "balanced", "refine_steps": 4, "bias_search": True})
         timings, stages = {}, {}
-        first = search_rate(enc, x, img, opts, lambda p: None)
-        cand = run_stages(enc, x, img, opts, first, lambda p: None, timings, stages)
+        first = search_rate(enc.coder, x, img, opts, lambda p: None)
+        cand = run_stages(enc.coder, x, img, opts, first, lambda p: None, timings, stages)
         assert set(timings) == {"refine", "adapt_lambda", "bias_search"}
         assert "skipped" in stages["adapt_lambda"] and "skipped" in stages["bias_search"]
         assert "rounds" in stages["refine"]
