@@ -36,11 +36,17 @@ CASES = {
 
 
 def main() -> int:
+    import torch
+
     from codec import bitstream
     from codec.constants import DEFAULT_MODEL
     from codec.pipeline import Encoder, decode
     from codec.weights import WEIGHTS_DIR, read_manifest, sha256_file
     from tests.support.images import decoded_sha256, make_image
+    from tests.support.threads import DECODE_THREADS
+
+    # the decoded pixels depend on the CPU thread count; the test decodes with this one
+    torch.set_num_threads(DECODE_THREADS)
 
     manifest = read_manifest()["models"][DEFAULT_MODEL]
     encoder = Encoder(DEFAULT_MODEL, device="cpu")

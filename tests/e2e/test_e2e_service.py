@@ -20,6 +20,7 @@ from metalic_client import AsyncClient, Client, JobStatus, NotFoundError
 from PIL import Image
 
 from tests.support.redis import require_redis_server
+from tests.support.threads import torch_threads
 
 SIZES = [(64, 64), (96, 64), (64, 96), (128, 96), (80, 72), (112, 80)]
 
@@ -42,7 +43,8 @@ def local_decode(bitstream: bytes) -> np.ndarray:
         return np.asarray(fake_codec.decode(bitstream).image.convert("RGB"))
     from codec.pipeline import decode
 
-    return np.asarray(decode(bitstream, device="cpu").image.convert("RGB"))
+    with torch_threads():  # as the API process decodes
+        return np.asarray(decode(bitstream, device="cpu").image.convert("RGB"))
 
 
 def test_six_concurrent_encodes_round_trip(stack_factory):
