@@ -9,7 +9,7 @@ factorized ones, and ``(x,)`` for autoregressive ones (coded by the zoo model
 itself; they cannot be refined).
 """
 
-from typing import Callable
+from typing import Callable, Protocol, runtime_checkable
 
 import torch
 
@@ -43,6 +43,44 @@ def eb_likelihood(eb, z_t: torch.Tensor) -> torch.Tensor:
     with torch.autocast(z_t.device.type, enabled=False):
         lik = eb._likelihood(v)[0]
     return lik.reshape(c, z_t.size(0), *z_t.shape[2:]).transpose(0, 1)
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What the encoder and decoder need of a model, whichever family it is.
+
+    The rate index is what the container stores: a λ grid index for the
+    default model, a quality level for a fixed-rate zoo model; only the backend
+    turns it into the λ the loss uses (:meth:`rate_lambda`). Implemented by
+    :class:`VariableRateBackend` and :class:`ZooBackend`; tests/codec/test_backends.py
+    runs one set of contract tests on each.
+    """
+
+    kind: str
+    supports_refine: bool
+    supports_lambda_k: bool
+    supports_bias: bool
+
+    @property
+    def device(self) -> torch.device: ...
+
+    def latent_shape(self, height: int, width: int) -> tuple[int, int]: ...
+
+    def rate_range(self) -> tuple[int, int]: ...
+
+    def rate_index(self, lmbda: float) -> int: ...
+
+    def rate_lambda(self, rate_index: int) -> float: ...
+
+    def encode_latents(self, x: torch.Tensor, rate_index: int) -> tuple: ...
+
+    def rd_terms(self, latents, rate_index: int, round_fn: RoundFn = hard_round, lambda_k=None, bias=None): ...
+
+    def compress_latents(self, latents, rate_index: int) -> dict: ...
+
+    def synthesize(self, y_hat, rate_index: int, lambda_k=None, bias=None) -> torch.Tensor: ...
+
+    def decompress(self, strings, shape, rate_index: int, lambda_k=None, bias=None) -> torch.Tensor: ...
 
 
 class VariableRateBackend:

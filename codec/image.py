@@ -35,6 +35,20 @@ MAGIC = (
 )
 
 
+GRAY16_MODES = ("I;16", "I;16B", "I;16L", "I")
+"""Pillow modes rounded from 16 (or 32) bits to 8-bit gray."""
+
+ALPHA_MODES = ("RGBA", "LA", "PA", "La", "RGBa")
+"""Pillow modes composited on white (as is P with a transparency entry)."""
+
+CONVERTED_MODES = ("P", "CMYK", "YCbCr", "LAB", "RGBX", "HSV")
+"""Pillow modes converted to RGB as they are."""
+
+SUPPORTED_MODES = frozenset({"RGB", "1", "L", *GRAY16_MODES, *ALPHA_MODES, *CONVERTED_MODES})
+"""Every Pillow mode the policy accepts; anything else (F, I;16N, ...) is refused.
+The service checks uploads against this set, so it accepts what the codec accepts."""
+
+
 def sniff_format(data: bytes) -> str | None:
     """The format named by the first bytes, or None."""
     for magic, name in MAGIC:
@@ -148,16 +162,16 @@ def prepare_image(im: Image.Image) -> LoadedImage:
         notes.append("EXIF orientation unreadable; ignored")
     im = _to_srgb(im, notes)
     mode = im.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I"):
+    if mode not in SUPPORTED_MODES:
+        raise ImageError("floating-point images are not supported" if mode == "F" else f"unsupported image mode {mode}")
+    if mode in GRAY16_MODES:
         arr = np.asarray(im, dtype=np.int64)
         peak = 65535 if mode != "I" or arr.max(initial=0) > 255 else 255
         gray = np.clip(np.rint(arr * (255.0 / peak)), 0, 255).astype(np.uint8)
         if peak == 65535:
             notes.append("16-bit samples rounded to 8 bits")
         return LoadedImage(np.repeat(gray[..., None], 3, axis=2), ImageMode.L16 if peak == 65535 else ImageMode.L, notes)
-    if mode == "F":
-        raise ImageError("floating-point images are not supported")
-    has_alpha = mode in ("RGBA", "LA", "PA", "La", "RGBa") or (mode == "P" and "transparency" in im.info)
+    has_alpha = mode in ALPHA_MODES or (mode == "P" and "transparency" in im.info)
     if has_alpha:
         notes.append("alpha channel composited on white (metalic codes no alpha)")
         gray = mode in ("LA", "La")
@@ -168,8 +182,6 @@ def prepare_image(im: Image.Image) -> LoadedImage:
     if mode in ("1", "L"):
         return LoadedImage(np.asarray(im.convert("L").convert("RGB")), ImageMode.L, notes)
     if mode != "RGB":
-        if mode not in ("P", "CMYK", "YCbCr", "LAB", "RGBX", "HSV"):
-            raise ImageError(f"unsupported image mode {mode}")
         im = im.convert("RGB")
     return LoadedImage(np.ascontiguousarray(np.asarray(im, dtype=np.uint8)), ImageMode.RGB, notes)
 

@@ -23,8 +23,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
-from pytorch_msssim import ms_ssim as _ms_ssim
 
 __all__ = ["PSNR_CAP_DB", "MS_SSIM_MIN_SIDE", "round_to_uint8", "psnr", "ms_ssim", "ms_ssim_db", "bpp"]
 
@@ -98,6 +96,10 @@ def ms_ssim(a: np.ndarray, b: np.ndarray) -> float:
     a, b = _check_pair(a, b)
     if min(a.shape[:2]) < MS_SSIM_MIN_SIDE:
         return float("nan")
+
+    # torch only here: psnr and bpp stay importable where torch is not (the SDK-side test codec)
+    import torch
+    from pytorch_msssim import ms_ssim as _ms_ssim
 
     def as_tensor(x: np.ndarray) -> torch.Tensor:
         # float32: pytorch-msssim builds its Gaussian window in float32 and

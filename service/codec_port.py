@@ -1,6 +1,6 @@
 """The service's one door to the codec library: probe, validate options, decode.
 
-The API process only needs three torch-free-or-lazy calls, so they sit behind
+The API process only needs the image rules, the option schema and decode, so they sit behind
 :class:`CodecPort`. The default :class:`LibraryCodec` imports ``codec`` lazily
 (``probe_image`` and ``validate_options`` never import torch; ``decode`` does, on
 first use); unit tests inject a fake with ``create_app(codec=...)``.
@@ -12,28 +12,13 @@ import importlib
 import threading
 from typing import Any, Protocol
 
-MAGIC_NUMBERS: list[tuple[bytes, int, str]] = [
-    (b"\x89PNG\r\n\x1a\n", 0, "PNG"),
-    (b"\xff\xd8\xff", 0, "JPEG"),
-    (b"RIFF", 0, "WEBP"),  # with b"WEBP" at offset 8, checked in sniff_format
-    (b"BM", 0, "BMP"),
-    (b"II*\x00", 0, "TIFF"),
-    (b"MM\x00*", 0, "TIFF"),
-]
-"""Signature, offset, format: the accepted upload formats by magic bytes."""
-
-
-def sniff_format(data: bytes) -> str | None:
-    """The image format named by the leading magic bytes, or None if not an accepted one."""
-    for magic, offset, fmt in MAGIC_NUMBERS:
-        if data[offset : offset + len(magic)] == magic:
-            if fmt == "WEBP" and data[8:12] != b"WEBP":
-                continue
-            return fmt
-    return None
-
-
 class CodecPort(Protocol):
+    """What the API needs of the codec; the image rules and option schema are the codec's own."""
+
+    supported_modes: frozenset[str]
+
+    def sniff_format(self, data: bytes) -> str | None: ...
+
     def probe_image(self, data: bytes, max_pixels: int) -> Any: ...
 
     def validate_options(self, options: dict) -> dict: ...
@@ -70,6 +55,17 @@ class LibraryCodec:
 
             load_model(model, device)
             self.ready.set()
+
+    @property
+    def supported_modes(self) -> frozenset[str]:
+        from codec.image import SUPPORTED_MODES
+
+        return SUPPORTED_MODES
+
+    def sniff_format(self, data: bytes) -> str | None:
+        from codec.image import sniff_format
+
+        return sniff_format(data)
 
     def probe_image(self, data: bytes, max_pixels: int) -> Any:
         from codec.image import probe_image

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from codec.options import MAX_LAMBDA_STEPS, MAX_REFINE_STEPS, ROUNDINGS, TARGET_BPP_RANGE, TARGET_PSNR_RANGE
 from worker.protocol import JobState
 
 JobStatus = JobState
@@ -16,22 +17,27 @@ JobStatus = JobState
 class JobCreate(BaseModel):
     """Encode options of ``POST /encode`` (the multipart form fields besides ``file``).
 
-    At most one of ``target_bpp`` (0.01..8), ``lmbda`` (1e-4..1) and
-    ``target_psnr`` (15..60 dB); none means the model's default λ. The ranges are
-    checked by ``codec.options.validate_options``, the single source of the rules.
+    One field per :class:`codec.options.EncodeOptions` field (a test holds them
+    equal). At most one of ``target_bpp``, ``lmbda`` and ``target_psnr``; none
+    means the model's default λ. The ranges are checked by
+    ``codec.options.validate_options``, the single source of the rules.
     """
 
     model_config = ConfigDict(extra="forbid")
 
-    target_bpp: float | None = Field(None, allow_inf_nan=False, description="Target bits per pixel, 0.01..8.")
+    target_bpp: float | None = Field(None, allow_inf_nan=False,
+                                     description="Target bits per pixel, {}..{}.".format(*TARGET_BPP_RANGE))
     lmbda: float | None = Field(None, allow_inf_nan=False, description="Rate-distortion λ, 1e-4..1.")
-    target_psnr: float | None = Field(None, allow_inf_nan=False, description="Target PSNR in dB, 15..60.")
+    target_psnr: float | None = Field(None, allow_inf_nan=False,
+                                      description="Target PSNR in dB, {}..{}.".format(*TARGET_PSNR_RANGE))
     preset: Literal["fast", "balanced", "max"] = "balanced"
     refine: bool | None = None
     adapt_lambda: bool | None = None
     bias_search: bool | None = None
     rate_control: bool | None = None
-    refine_steps: int | None = Field(None, description="Latent refinement steps, 0..5000.")
+    refine_steps: int | None = Field(None, description=f"Latent refinement steps, 0..{MAX_REFINE_STEPS}.")
+    lambda_steps: int | None = Field(None, description=f"λ_k adaptation steps, 0..{MAX_LAMBDA_STEPS}.")
+    rounding: Literal[ROUNDINGS] | None = Field(None, description="Quantization surrogate of the refinement.")
     model: str | None = Field(None, max_length=64, description="Model registry slug (default: metalic-vr).")
 
     def options(self) -> dict[str, Any]:

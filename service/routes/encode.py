@@ -6,18 +6,13 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, Header, Request, Response, UploadFile, status
 
-from service.codec_port import sniff_format
+from codec.options import MAX_LAMBDA_STEPS, MAX_REFINE_STEPS, ROUNDINGS
 from service.deps import CodecDep, JobsDep, OwnerDep, SettingsDep
 from service.errors import ProblemError
 from service.routes.jobs import PROBLEM_RESPONSES
 from service.schemas import JobCreate, JobPublic
 
 router = APIRouter(tags=["jobs"])
-
-SUPPORTED_MODES = frozenset({"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr",
-                             "I", "I;16", "I;16B", "I;16L", "I;16N"})
-"""Pillow modes the codec's image policy converts to RGB (gray, alpha, palette, 16-bit, CMYK)."""
-
 
 @router.post(
     "/encode",
@@ -43,7 +38,9 @@ def encode(
     adapt_lambda: Annotated[bool | None, Form()] = None,
     bias_search: Annotated[bool | None, Form()] = None,
     rate_control: Annotated[bool | None, Form()] = None,
-    refine_steps: Annotated[int | None, Form(description="Latent refinement steps, 0..5000.")] = None,
+    refine_steps: Annotated[int | None, Form(description=f"Latent refinement steps, 0..{MAX_REFINE_STEPS}.")] = None,
+    lambda_steps: Annotated[int | None, Form(description=f"λ_k adaptation steps, 0..{MAX_LAMBDA_STEPS}.")] = None,
+    rounding: Annotated[Literal[ROUNDINGS] | None, Form(description="Quantization surrogate of the refinement.")] = None,
     model: Annotated[str | None, Form(max_length=64)] = None,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> JobPublic:
@@ -58,15 +55,15 @@ def encode(
         raise ProblemError(413, "payload-too-large", f"the upload is larger than {settings.max_upload_bytes} bytes")
     if not data:
         raise ProblemError(422, "invalid-image", "the upload is empty")
-    fmt = sniff_format(data)
+    fmt = codec.sniff_format(data)
     if fmt is None:
         raise ProblemError(415, "unsupported-media-type", "the upload is not a PNG, JPEG, WebP, BMP or TIFF image")
     info = codec.probe_image(data, settings.max_pixels)
-    if info.mode not in SUPPORTED_MODES:
+    if info.mode not in codec.supported_modes:
         raise ProblemError(422, "unsupported-image-mode", f"images in Pillow mode {info.mode!r} are not supported")
     form = JobCreate(target_bpp=target_bpp, lmbda=lmbda, target_psnr=target_psnr, preset=preset, refine=refine,
                      adapt_lambda=adapt_lambda, bias_search=bias_search, rate_control=rate_control,
-                     refine_steps=refine_steps, model=model)
+                     refine_steps=refine_steps, lambda_steps=lambda_steps, rounding=rounding, model=model)
     options = codec.validate_options(form.options())
     input_info = {"width": info.width, "height": info.height, "mode": info.mode, "format": info.format,
                   "bytes": len(data)}

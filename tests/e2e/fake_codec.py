@@ -1,83 +1,50 @@
 """A torch-free stand-in for the codec, with the same contract as ``codec``.
 
 Used by the service and worker unit tests, and by the end-to-end tests only
-when ``METALIC_E2E_CODEC=fake`` (they use the real codec by default). Its
-bitstream is a lossless zlib container: ``FAKEMLIC | width | height | crc32 | zlib(RGB)``.
+when ``METALIC_E2E_CODEC=fake`` (they use the real codec by default). Its image
+rules and option schema are the codec's; only the coding differs: a lossless
+zlib container ``FAKEMLIC | width | height | crc32 | zlib(RGB)``, whose PSNR is
+measured like the codec's. tests/codec/test_codec_contract.py runs the same
+checks on it and on the real codec.
 """
 
 from __future__ import annotations
 
-import io
 import os
 import struct
 import time
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 from PIL import Image
 
-from codec.errors import BitstreamError, ImageError, ImageTooLargeError, OptionsError
+import numpy as np
+
+from codec import image as codec_image
+from codec import options as codec_options
+from codec.errors import BitstreamError
+from codec.metrics import psnr
 
 MAGIC = b"FAKEMLIC"
 HEADER = struct.Struct(">8sIII")
-FORMATS = {"PNG", "JPEG", "WEBP", "BMP", "TIFF"}
 STEPS = {"fast": 4, "balanced": 10, "max": 20}
+"""Progress steps a preset reports when ``refine_steps`` is 0 (a stand-in for the stages' work)."""
 
-
-class ImageInfo(NamedTuple):
-    width: int
-    height: int
-    mode: str
-    format: str
-
-
-def probe_image(data: bytes, max_pixels: int) -> ImageInfo:
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            fmt, (width, height), mode = im.format, im.size, im.mode
-    except Image.DecompressionBombError as exc:
-        raise ImageTooLargeError(str(exc)) from None
-    except Exception as exc:  # Pillow raises many types on garbage
-        raise ImageError(f"cannot read the image: {exc}") from None
-    if fmt not in FORMATS:
-        raise ImageError(f"unsupported format {fmt}")
-    if width <= 0 or height <= 0:
-        raise ImageError("the image has no pixels")
-    if width * height > max_pixels:
-        raise ImageTooLargeError(f"{width}x{height} is more than {max_pixels} pixels")
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            im.load()
-    except Exception as exc:
-        raise ImageError(f"the image is truncated or corrupt: {exc}") from None
-    return ImageInfo(width, height, mode, fmt)
+# The image rules and the option schema are the codec's own (all torch-free), so
+# the service and worker tests see exactly what the real codec accepts and refuses.
+probe_image = codec_image.probe_image
+sniff_format = codec_image.sniff_format
+SUPPORTED_MODES = codec_image.SUPPORTED_MODES
 
 
 def validate_options(options: dict) -> dict:
-    options = dict(options)
-    ranges = {"target_bpp": (0.01, 8.0), "lmbda": (1e-4, 1.0), "target_psnr": (15.0, 60.0)}
-    given = [k for k in ranges if options.get(k) is not None]
-    if len(given) > 1:
-        raise OptionsError(f"give at most one of target_bpp, lmbda, target_psnr (got {', '.join(given)})")
-    for key in given:
-        lo, hi = ranges[key]
-        if not lo <= float(options[key]) <= hi:
-            raise OptionsError(f"{key} must be in [{lo}, {hi}]")
-    if options.get("preset", "balanced") not in STEPS:
-        raise OptionsError("preset must be fast, balanced or max")
-    steps = options.get("refine_steps")
-    if steps is not None and not 0 <= int(steps) <= 5000:
-        raise OptionsError("refine_steps must be in [0, 5000]")
-    options.setdefault("preset", "balanced")
-    options.setdefault("model", "metalic-vr")
-    return options
+    return codec_options.validate_options(options).to_dict()
 
 
 def _rgb(image) -> Image.Image:
-    if isinstance(image, (bytes, bytearray)):
-        image = Image.open(io.BytesIO(image))
-    return image.convert("RGB")
+    """The input under the codec's image policy (a refused image raises the codec's ImageError)."""
+    return Image.fromarray(codec_image.load_image(image).rgb)
 
 
 @dataclass
@@ -102,18 +69,18 @@ class Encoder:
     def encode(self, image, options: dict, progress=None) -> EncodeResult:
         started = time.perf_counter()
         rgb = _rgb(image)
-        if options.get("fail"):
-            raise ImageError("asked to fail")
-        steps = options.get("refine_steps") or STEPS[options.get("preset", "balanced")]
+        opts = codec_options.validate_options(options)
+        steps = opts.refine_steps or STEPS[opts.preset]
         delay = float(os.environ.get("FAKE_STEP_SECONDS", "0.01"))
         payload = zlib.compress(rgb.tobytes(), 6)
         bitstream = HEADER.pack(MAGIC, rgb.width, rgb.height, zlib.crc32(payload)) + payload
         bpp = 8 * len(bitstream) / (rgb.width * rgb.height)
+        quality = psnr(np.asarray(rgb), np.asarray(decode(bitstream).image))
         for step in range(1, steps + 1):
             time.sleep(delay)
             if progress:
-                progress({"stage": "refine", "step": step, "steps": steps, "bpp": bpp, "psnr": 99.0})
-        return EncodeResult(bitstream, {"bpp": bpp, "psnr": 99.0, "bytes": len(bitstream),
+                progress({"stage": "refine", "step": step, "steps": steps, "bpp": bpp, "psnr": quality})
+        return EncodeResult(bitstream, {"bpp": bpp, "psnr": quality, "bytes": len(bitstream),
                                         "width": rgb.width, "height": rgb.height, "model": self.model,
                                         "seconds": time.perf_counter() - started})
 
@@ -142,7 +109,12 @@ def decode(data: bytes, device: str = "cpu") -> DecodeResult:
 class FakeCodec:
     """:class:`service.codec_port.CodecPort` over this module."""
 
-    def probe_image(self, data: bytes, max_pixels: int) -> ImageInfo:
+    supported_modes = SUPPORTED_MODES
+
+    def sniff_format(self, data: bytes) -> str | None:
+        return sniff_format(data)
+
+    def probe_image(self, data: bytes, max_pixels: int):
         return probe_image(data, max_pixels)
 
     def validate_options(self, options: dict) -> dict:

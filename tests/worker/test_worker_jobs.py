@@ -86,7 +86,10 @@ class TestEncodeImage:
         assert ("refine", 3) in stages
 
     def test_codec_error_fails_without_retry(self, queue, encoder):
-        job = enqueue(queue, {"preset": "fast", "fail": True})
+        # a 32-bit float image: the codec's image policy refuses it
+        buf = io.BytesIO()
+        Image.new("F", (8, 8)).save(buf, "TIFF")
+        job = enqueue(queue, {"preset": "fast"}, data=buf.getvalue())
         run_burst(queue)
         job.refresh()
         assert job.get_status() == JobStatus.FAILED
