@@ -89,7 +89,8 @@ class Client(BaseClient):
             wait: bool. True polls until the job ends; False returns the queued job at once.
             on_progress: callable(Job). Called on every status or progress change while waiting.
             idempotency_key: str. Reused on every retry of this call; generated when None.
-            **stages: refine, adapt_lambda, bias_search, rate_control (bool), refine_steps (int), model (str).
+            **stages: refine, adapt_lambda, bias_search, rate_control (bool), refine_steps, lambda_steps (int),
+                rounding (``sga``, ``noise`` or ``ste``), model (str).
 
         Raises:
             JobFailedError, JobCanceledError: the job ended without success.

@@ -51,6 +51,11 @@ class ProgressBar:
             self.stream.flush()
 
 
+STAGE_SWITCHES = ("refine", "adapt_lambda", "bias_search", "rate_control")
+STAGE_OPTIONS = (*STAGE_SWITCHES, "refine_steps", "lambda_steps", "rounding", "model")
+"""The encode options besides the target and preset (the server's schema; tests hold them equal)."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="metalic-client", description=__doc__.split("\n")[0])
     parser.add_argument("--url", help="service URL (default: $METALIC_URL or http://127.0.0.1:8000)")
@@ -65,7 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--lmbda", type=float, help="rate-distortion lambda")
     target.add_argument("--psnr", type=float, help="target PSNR in dB")
     enc.add_argument("--preset", choices=["fast", "balanced", "max"], default="balanced")
+    for stage in STAGE_SWITCHES:
+        enc.add_argument(f"--{stage.replace('_', '-')}", dest=stage, action=argparse.BooleanOptionalAction, default=None)
     enc.add_argument("--refine-steps", type=int)
+    enc.add_argument("--lambda-steps", type=int)
+    enc.add_argument("--rounding", choices=["sga", "noise", "ste"])
+    enc.add_argument("--model", help="model name on the server (default: its default model)")
     enc.add_argument("-o", "--output", type=Path, help="output file (default: IMAGE with .mlic)")
     enc.add_argument("--no-wait", action="store_true", help="print the job and return at once")
     enc.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -86,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with Client(args.url, args.api_key, timeout=args.timeout) as client:
             if args.command == "encode":
                 bar = ProgressBar(enabled=not args.quiet and not args.no_wait)
-                stages = {"refine_steps": args.refine_steps} if args.refine_steps is not None else {}
+                stages = {k: getattr(args, k) for k in STAGE_OPTIONS if getattr(args, k) is not None}
                 try:
                     job = client.encode(args.image, target_bpp=args.bpp, lmbda=args.lmbda, target_psnr=args.psnr,
                                         preset=args.preset, wait=not args.no_wait, on_progress=bar, **stages)

@@ -7,7 +7,8 @@ import struct
 import zlib
 
 import pytest
-from api_helpers import assert_problem, KEY_A, KEY_B, auth, image_bytes, submit
+from api_helpers import KEY_A, KEY_B, assert_problem, auth, image_bytes, submit
+from PIL import Image
 from rq import Queue
 
 from worker import protocol
@@ -174,3 +175,33 @@ class TestQuota:
                 codes = list(pool.map(lambda _: submit(c).status_code, range(8)))
         assert codes.count(202) == settings.max_jobs_in_flight
         assert codes.count(429) == 8 - settings.max_jobs_in_flight
+
+
+class TestImageModesComeFromTheCodec:
+    """The API accepts what the codec's image policy accepts and refuses what it refuses."""
+
+    def test_the_service_uses_the_codec_mode_set(self):
+        from codec.image import SUPPORTED_MODES
+        from service.codec_port import LibraryCodec
+
+        assert LibraryCodec().supported_modes is SUPPORTED_MODES
+        assert {"LAB", "HSV", "I;16", "CMYK"} <= SUPPORTED_MODES
+        assert "I;16N" not in SUPPORTED_MODES and "F" not in SUPPORTED_MODES
+
+    def test_lab_tiff_is_accepted(self, client):
+        assert submit(client, image_bytes(fmt="TIFF", mode="LAB")).status_code == 202
+
+    def test_float_tiff_is_refused_before_it_is_queued(self, client):
+        assert_problem(submit(client, image_bytes(fmt="TIFF", mode="F")), 422, "unsupported-image-mode")
+
+    @pytest.mark.parametrize("mode", ["HSV", "I;16N"])
+    def test_the_codec_policy_agrees_with_the_set(self, mode):
+        from codec.errors import ImageError
+        from codec.image import SUPPORTED_MODES, prepare_image
+
+        im = Image.new(mode, (4, 4))
+        if mode in SUPPORTED_MODES:
+            assert prepare_image(im).rgb.shape == (4, 4, 3)
+        else:
+            with pytest.raises(ImageError):
+                prepare_image(im)
