@@ -9,6 +9,7 @@ factorized ones, and ``(x,)`` for autoregressive ones (coded by the zoo model
 itself; they cannot be refined).
 """
 
+import math
 from typing import Callable, Protocol, runtime_checkable
 
 import torch
@@ -52,7 +53,7 @@ class Backend(Protocol):
     The rate index is what the container stores: a λ grid index for the
     default model, a quality level for a fixed-rate zoo model; only the backend
     turns it into the λ the loss uses (:meth:`rate_lambda`). Implemented by
-    :class:`VariableRateBackend` and :class:`ZooBackend`; tests/codec/test_backends.py
+    :class:`VariableRateBackend`, :class:`ZooBackend` and :class:`ZooVbrBackend`; tests/codec/test_backends.py
     runs one set of contract tests on each.
     """
 
@@ -236,3 +237,55 @@ class ZooBackend:
         # compressai runs h_s inside decompress: single-threaded, as in compress_latents
         with single_thread():
             return self.net(rate_index).decompress(strings, list(shape))["x_hat"]
+
+
+class ZooVbrBackend:
+    """CompressAI's variable-rate zoo models (``*-vbr``): one network, the rate index is its level.
+
+    Kamisli, Racapé and Choi, "Variable-Rate Learned Image Compression with
+    Multi-Objective Optimization and Quantization-Reconstruction Offsets", DCC 2024.
+    Level ``s`` (0..levels-1) codes at the network's ``lmbda[s]``; the model
+    codes its latents itself, so they are not refined (like the autoregressive family).
+    """
+
+    kind = "vbr"
+    supports_refine = supports_lambda_k = supports_bias = False
+
+    def __init__(self, slug: str, net):
+        self.slug, self.net = slug, net
+
+    @property
+    def device(self):
+        return next(self.net.parameters()).device
+
+    def latent_shape(self, height: int, width: int) -> tuple[int, int]:
+        return -(-height // 64), -(-width // 64)
+
+    def rate_range(self) -> tuple[int, int]:
+        return 0, len(self.net.lmbda) - 1
+
+    def rate_index(self, lmbda: float) -> int:
+        return min(range(len(self.net.lmbda)), key=lambda s: abs(math.log(self.net.lmbda[s] / lmbda)))
+
+    def rate_lambda(self, rate_index: int) -> float:
+        return float(self.net.lmbda[rate_index])
+
+    def encode_latents(self, x, rate_index: int) -> tuple:
+        return (x,)
+
+    def rd_terms(self, latents, rate_index: int, round_fn: RoundFn = hard_round, lambda_k=None, bias=None):
+        raise OptionsError(f"latent refinement is not available for {self.slug}")
+
+    @torch.no_grad()
+    def compress_latents(self, latents, rate_index: int) -> dict:
+        with single_thread():
+            out = self.net.compress(latents[0], stage=2, s=rate_index)
+        return {"strings": out["strings"], "shape": tuple(out["shape"]), "y_hat": None}
+
+    def synthesize(self, y_hat, rate_index: int, lambda_k=None, bias=None):
+        raise OptionsError(f"{self.slug} decodes its latents itself (decompress)")
+
+    @torch.no_grad()
+    def decompress(self, strings, shape, rate_index: int, lambda_k=None, bias=None):
+        with single_thread():
+            return self.net.decompress(strings, list(shape), stage=2, s=rate_index)["x_hat"]

@@ -11,31 +11,13 @@ import hashlib
 import json
 import threading
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ModelError
+from .loaded import LoadedModel, sha256_file
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 MANIFEST = WEIGHTS_DIR / "manifest.json"
-
-
-@dataclass(frozen=True)
-class LoadedModel:
-    """A ready model and what identifies it in a container."""
-
-    name: str
-    backend: object  # codec.backends.VariableRateBackend or ZooBackend
-    weights_hash: bytes  # first 8 bytes of the weights file's sha256
-    trained: bool
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def read_manifest() -> dict:
@@ -75,15 +57,16 @@ def load_model(name: str, device: str = "cpu", weights: str | None = None) -> Lo
 def _load_model(name: str, device: str = "cpu", weights: str | None = None) -> LoadedModel:
     import torch
 
-    from .models import zoo
+    from . import models  # noqa: F401  (fills the registry)
     from .registry import MODELS
 
     if name not in MODELS:
         raise ModelError(f"unknown model {name!r}; known: {', '.join(sorted(MODELS))}")
-    if name in zoo.ZOO:
-        return zoo.load(name, device, weights)
+    entry = MODELS[name]
+    if hasattr(entry, "load_backend"):  # a zoo model: its own weights files, its own backend
+        return entry.load_backend(device, weights)
     manifest = read_manifest()["models"].get(name)
-    cls = MODELS[name]
+    cls = entry
     if weights is None and manifest is None:
         # No shipped weights yet: a seeded random model still round-trips exactly.
         warnings.warn(f"no shipped weights for {name}; using a seeded random initialisation", stacklevel=2)

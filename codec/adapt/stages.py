@@ -209,7 +209,7 @@ def run_stages(coder: Coder, x: torch.Tensor, img, opts, best, report, timings: 
     if opts.refine:
         t = time.perf_counter()
         if not b.supports_refine:
-            stages["refine"] = {"skipped": f"{coder.model_name} latents cannot be refined (autoregressive)"}
+            stages["refine"] = {"skipped": f"{coder.model_name} latents cannot be refined (the model codes them itself)"}
         elif opts.refine_steps <= 0:
             stages["refine"] = {"skipped": "refine_steps is 0"}
         else:

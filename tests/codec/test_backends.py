@@ -6,9 +6,9 @@ Zoo models are built with small random weights (never downloaded).
 import pytest
 import torch
 
-from codec.backends import Backend, VariableRateBackend, ZooBackend
+from codec.backends import Backend, VariableRateBackend, ZooBackend, ZooVbrBackend
 from codec.models.variable_rate import VariableRateHyperprior
-from codec.models.zoo import TRAINING_LAMBDAS, ZOO
+from codec.models.zoo import TRAINING_LAMBDAS, VBR, ZOO
 
 SMALL = {"N": 16, "M": 32, "lmbda_min": 2.5e-4, "lmbda_max": 0.25}
 
@@ -38,7 +38,24 @@ def zoo(family: str) -> ZooBackend:
     return ZooBackend(slug, family, nets, TRAINING_LAMBDAS)
 
 
-BACKENDS = {"variable-rate": variable_rate, **{f"zoo-{f}": (lambda f=f: zoo(f)) for f in
+def vbr(slug: str) -> ZooVbrBackend:
+    from codec.models.zoo import build_vbr
+
+    torch.manual_seed(0)
+    return ZooVbrBackend(slug, frozen(build_vbr(slug, vbr_state(slug))))
+
+
+def vbr_state(slug: str) -> dict:
+    from compressai.zoo.image_vbr import model_architectures
+
+    from codec.models.zoo import VBR, VBR_ENTROPY_BOTTLENECK
+
+    torch.manual_seed(0)
+    kwargs = {"vr_entbttlnck": True} if slug in VBR_ENTROPY_BOTTLENECK else {}
+    return model_architectures[VBR[slug]](N=16, M=24, **kwargs).state_dict()
+
+
+BACKENDS = {"variable-rate": variable_rate, **{s: (lambda s=s: vbr(s)) for s in VBR}, **{f"zoo-{f}": (lambda f=f: zoo(f)) for f in
                                                  ("factorized", "scale-hyperprior", "mean-scale-hyperprior",
                                                   "autoregressive")}}
 
@@ -78,7 +95,7 @@ class TestBackendContract:
 
     def test_rd_terms_are_differentiable_where_refinement_is_supported(self, backend):
         if not backend.supports_refine:
-            assert backend.kind == "autoregressive"  # the only family whose latents the model codes itself
+            assert backend.kind in ("autoregressive", "vbr")  # the families whose latents the model codes itself
             return
         x = image()
         lo, _ = backend.rate_range()
@@ -86,3 +103,61 @@ class TestBackendContract:
         x_hat, bits = backend.rd_terms(latents, lo, round_fn=lambda v, kind: v + (v.round() - v).detach())
         (bits.sum() + x_hat.square().mean()).backward()
         assert all(t.grad is not None for t in latents)
+
+
+class TestRegistry:
+    def test_every_zoo_model_and_vbr_model_is_registered_once(self):
+        from codec.registry import MODELS
+
+        assert set(ZOO) | set(VBR) | {"metalic-vr", "metalic-vr-base"} == set(MODELS)
+
+    @pytest.mark.parametrize("slug", sorted(VBR))
+    def test_vbr_models_load_through_the_registry_from_a_local_file(self, tmp_path, slug):
+        from codec.weights import load_model
+
+        path = tmp_path / f"{slug}.pth"
+        torch.save(vbr_state(slug), path)
+        loaded = load_model(slug, "cpu", str(path))
+        assert type(loaded.backend) is ZooVbrBackend and loaded.name == slug
+
+    def test_fixed_rate_zoo_model_loads_through_the_registry(self, tmp_path):
+        from compressai.models import MeanScaleHyperprior
+
+        from codec.weights import load_model
+
+        torch.manual_seed(0)
+        path = tmp_path / "mbt2018-mean-3-e2e7a6e7.pth"
+        torch.save(MeanScaleHyperprior(N=16, M=24).state_dict(), path)
+        loaded = load_model("mbt2018-mean", "cpu", str(path))
+        assert type(loaded.backend) is ZooBackend and loaded.backend.rate_range() == (3, 3)
+
+    def test_weights_and_zoo_modules_do_not_import_each_other(self):
+        import ast
+        from pathlib import Path
+
+        zoo_source = Path(__import__("codec.models.zoo").models.zoo.__file__).read_text()
+        imported = {node.module for node in ast.walk(ast.parse(zoo_source)) if isinstance(node, ast.ImportFrom)}
+        assert "weights" not in imported
+
+
+def test_a_vbr_model_encodes_to_a_target_through_the_pipeline(tmp_path):
+    """The rate search walks a VBR model's levels and the file decodes to what the encoder measured."""
+    import io
+
+    from codec import bitstream
+    from codec.pipeline import Encoder, decode
+    from tests.support.images import make_image
+
+    slug = "bmshj2018-hyperprior-vbr"
+    path = tmp_path / f"{slug}.pth"
+    torch.save(vbr_state(slug), path)
+    enc = Encoder(slug, device="cpu", weights=str(path))
+    png = io.BytesIO()
+    make_image(64, 64).save(png, "PNG")
+    result = enc.encode(png.getvalue(), {"target_bpp": 0.5, "preset": "balanced", "refine_steps": 3, "model": slug})
+    assert result.metadata["stages"]["refine"].get("skipped")
+    p = bitstream.unpack(result.bitstream)
+    lo, hi = enc.backend.rate_range()
+    assert lo <= p.rate_index <= hi
+    assert result.metadata["lmbda"] == enc.backend.rate_lambda(p.rate_index)
+    assert (decode(result.bitstream, weights=str(path)).rgb == result.reconstruction).all()
