@@ -9,9 +9,7 @@ control on a rate that is still monotone in λ), not the gains.
 
 from __future__ import annotations
 
-import io
 import json
-import math
 import subprocess
 import sys
 import warnings
@@ -20,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from codec import bitstream
 from codec.adapt.bias_search import LATENT_CELL, MARGIN_CELLS, RING, _Synth, search_bias
@@ -32,52 +29,13 @@ from codec.adapt.stages import run_stages
 from codec.backends import VariableRateBackend, ZooBackend
 from codec.constants import LAMBDA_MIN, PATCH_SIZE
 from codec.image import load_image, pad, to_tensor
-from codec.models.variable_rate import VariableRateHyperprior
 from codec.options import RATE_TOLERANCE, validate_options
 from codec.pipeline import Encoder, decode
 from codec.rate import index_to_lambda, lambda_to_index
 from codec.weights import LoadedModel
+from tests.support.models import SMALL, png_bytes, save_weights, small_net, synthetic_image
 
 ROOT = Path(__file__).resolve().parents[2]
-SMALL = {"N": 16, "M": 32, "lmbda_min": 2.5e-4, "lmbda_max": 0.25}
-
-
-def synthetic_image(width: int = 128, height: int = 128, seed: int = 0) -> np.ndarray:
-    """Smooth gradients, an edge and mild noise: a photo-like test card."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
-    img = np.stack([255 * xx / width, 128 + 100 * np.sin(yy / 7.0 + seed),
-                    np.where(xx + yy > (width + height) / 2, 200.0, 40.0)], axis=-1)
-    img += rng.normal(0, 6, img.shape)
-    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
-
-
-def png_bytes(img: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(img).save(buf, "PNG")
-    return buf.getvalue()
-
-
-def small_net(seed: int = 0, bank: bool = False) -> VariableRateHyperprior:
-    """A seeded small default-architecture model whose λ_k modulation is not the identity.
-
-    The fresh modulation's last layer is zero (λ_k would change nothing), so it
-    is perturbed; ``bank`` fills 20 bias-bank rows with small random offsets.
-    """
-    torch.manual_seed(seed)
-    net = VariableRateHyperprior(**SMALL)
-    with torch.no_grad():
-        for m in net.modulations:
-            m.fc[2].weight.normal_(0, 0.3)
-        if bank:
-            for k in range(net.bias_bank.num_layers):
-                net.bias_bank.bank(k)[1:21] = torch.randn(20, net.bias_bank.bank(k).shape[1]) * 0.05
-    return net
-
-
-def save_weights(net, path: Path) -> Path:
-    torch.save({"model": net.state_dict(), "config": dict(SMALL)}, path)
-    return path
 
 
 @pytest.fixture(scope="session")
@@ -432,66 +390,3 @@ class TestStages:
         b = encoder.encode(png, {"lmbda": 0.01, "preset": "balanced", "refine": False, "adapt_lambda": False})
         assert a.bitstream == b.bitstream
         assert set(b.metadata["stages"]) == {"forward"}
-
-
-class TestAdaptBench:
-    def test_writes_json_markdown_plot_and_rate_control_table(self, encoder, tmp_path):
-        from bench.adapt_bench import run_adapt
-
-        images = [("a", synthetic_image(64, 64)), ("b", synthetic_image(64, 64, seed=2))]
-        summary = run_adapt(images, tmp_path, encoder=encoder, configs=("forward", "lambda"), lambdas=(0.1, 0.3),
-                            targets=(0.3,), rc_preset="fast", overrides={"lambda_steps": 2}, reference=encoder)
-        for name in ("adapt.json", "adapt.md", "adapt_rd.png", "per_image/a.json"):
-            assert (tmp_path / name).is_file()
-        assert set(summary["stages"]) == {"forward", "lambda", "reference forward"}
-        # the reference here is the same model: its forward pass is the same files
-        assert summary["stages"]["forward"]["bd_rate_vs_reference"] == pytest.approx(0.0, abs=1e-6)
-        assert "reference model" in (tmp_path / "adapt.md").read_text()
-        assert summary["stages"]["forward"]["time_ratio_vs_forward"] == pytest.approx(1.0)
-        rc = summary["rate_control"]
-        assert 0.0 <= rc["within"] <= 1.0 and len(rc["per_target"]) == 1
-        assert json.loads((tmp_path / "adapt.json").read_text())["summary"]["num_images"] == 2
-
-    def test_resume_reuses_only_per_image_results_made_with_the_same_settings(self, encoder, tmp_path):
-        from bench.adapt_bench import run_adapt
-
-        images = [("a", synthetic_image(64, 64))]
-        kwargs = dict(encoder=encoder, configs=("forward",), lambdas=(0.1, 0.3), targets=None)
-        run_adapt(images, tmp_path, **kwargs)
-        path = tmp_path / "per_image" / "a.json"
-        record = json.loads(path.read_text())
-        record["points"]["forward"][0]["psnr"] = 99.0  # a marker only a reused record carries
-        path.write_text(json.dumps(record))
-        reused = run_adapt(images, tmp_path, resume=True, **kwargs)
-        assert reused["curves"]["forward"][0]["psnr"] == 99.0
-        fresh = run_adapt(images, tmp_path, resume=True, **{**kwargs, "lambdas": (0.1, 0.2)})
-        assert fresh["curves"]["forward"][0]["psnr"] != 99.0
-
-    def test_stage_curves_stop_after_each_earlier_stage_with_its_measured_seconds(self):
-        from bench.adapt_bench import _stage_curves
-
-        def point(lmbda, bpp):
-            return {"label": lmbda, "param_name": "lmbda", "param": lmbda, "bpp": bpp[-1], "psnr": 30.0,
-                    "stage_s": {"rate_search": 1.0, "refine": 10.0, "adapt_lambda": 0.5, "bias_search": 2.0,
-                                "verify": 0.1},
-                    "stages": {"forward": {}, "refine": {"bpp": bpp[0], "psnr": 31.0, "bytes": 10},
-                               "adapt_lambda": {"bpp": bpp[1], "psnr": 31.5, "bytes": 11},
-                               "bias_search": {"bpp": bpp[2], "psnr": 32.0, "bytes": 12}}}
-
-        curves = _stage_curves({"forward": [{"stages": {"forward": {}}, "stage_s": {}}],
-                                "max": [point(0.01, (0.5, 0.51, 0.52)), point(0.02, (0.9, 0.91, 0.92))]})
-        assert set(curves) == {"max until refine", "max until adapt_lambda"}
-        until_lambda = curves["max until adapt_lambda"]
-        assert [p["bpp"] for p in until_lambda] == [0.51, 0.91]
-        assert until_lambda[0]["psnr"] == 31.5 and until_lambda[0]["encode_s"] == pytest.approx(11.5)
-        assert curves["max until refine"][1]["encode_s"] == pytest.approx(11.0)
-
-    def test_subparser_sets_func(self):
-        import argparse
-
-        from bench.adapt_bench import add_adapt_subparser
-
-        parser = argparse.ArgumentParser()
-        add_adapt_subparser(parser.add_subparsers(dest="cmd"))
-        args = parser.parse_args(["adapt", "--data", "d", "--out", "o", "--limit", "2", "--lambdas", "0.01,0.02"])
-        assert callable(args.func) and args.lambdas == (0.01, 0.02) and args.limit == 2

@@ -9,8 +9,8 @@ import torch
 from codec.backends import Backend, VariableRateBackend, ZooBackend, ZooVbrBackend
 from codec.models.variable_rate import VariableRateHyperprior
 from codec.models.zoo import TRAINING_LAMBDAS, VBR, ZOO
+from tests.support.models import SMALL
 
-SMALL = {"N": 16, "M": 32, "lmbda_min": 2.5e-4, "lmbda_max": 0.25}
 
 
 def frozen(net):
