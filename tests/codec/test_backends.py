@@ -12,7 +12,6 @@ from codec.models.zoo import TRAINING_LAMBDAS, VBR, ZOO
 from tests.support.models import SMALL
 
 
-
 def frozen(net):
     net.update(force=True)
     net.eval()
