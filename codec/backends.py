@@ -84,14 +84,10 @@ class Backend(Protocol):
     def decompress(self, strings, shape, rate_index: int, lambda_k=None, bias=None) -> torch.Tensor: ...
 
 
-class VariableRateBackend:
-    """The shipped model (M2 gain, M4 λ_k, M6 bias hooks)."""
+class _OneNetwork:
+    """Shared by backends over one network ``self.net`` with a hyperprior on a 64-pixel grid."""
 
-    kind = "variable-rate"
-    supports_refine = supports_lambda_k = supports_bias = True
-
-    def __init__(self, net):
-        self.net = net
+    net: torch.nn.Module
 
     @property
     def device(self):
@@ -99,6 +95,16 @@ class VariableRateBackend:
 
     def latent_shape(self, height: int, width: int) -> tuple[int, int]:
         return -(-height // 64), -(-width // 64)
+
+
+class VariableRateBackend(_OneNetwork):
+    """The shipped model (M2 gain, M4 λ_k, M6 bias hooks)."""
+
+    kind = "variable-rate"
+    supports_refine = supports_lambda_k = supports_bias = True
+
+    def __init__(self, net):
+        self.net = net
 
     def rate_range(self) -> tuple[int, int]:
         return lambda_to_index(self.net.lmbda_min / 2), lambda_to_index(min(1.0, self.net.lmbda_max * 2))
@@ -239,7 +245,7 @@ class ZooBackend:
             return self.net(rate_index).decompress(strings, list(shape))["x_hat"]
 
 
-class ZooVbrBackend:
+class ZooVbrBackend(_OneNetwork):
     """CompressAI's variable-rate zoo models (``*-vbr``): one network, the rate index is its level.
 
     Kamisli, Racapé and Choi, "Variable-Rate Learned Image Compression with
@@ -253,13 +259,6 @@ class ZooVbrBackend:
 
     def __init__(self, slug: str, net):
         self.slug, self.net = slug, net
-
-    @property
-    def device(self):
-        return next(self.net.parameters()).device
-
-    def latent_shape(self, height: int, width: int) -> tuple[int, int]:
-        return -(-height // 64), -(-width // 64)
 
     def rate_range(self) -> tuple[int, int]:
         return 0, len(self.net.lmbda) - 1
