@@ -16,7 +16,7 @@ from service.errors import install_error_handlers
 from service.jobs import JobService
 from service.limits import BodyLimitMiddleware
 from service.metrics import Metrics, MetricsMiddleware
-from service.routes import decode, encode, health, jobs
+from service.routes import compare, decode, encode, health, jobs
 from service.schemas import Problem
 
 log = logging.getLogger("metalic.service")
@@ -81,11 +81,13 @@ def create_app(settings: Settings | None = None, codec: CodecPort | None = None,
     app.include_router(jobs.router)
     app.include_router(decode.router)
     app.include_router(health.router)
+    app.include_router(compare.router)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(
         BodyLimitMiddleware,
         limits={"/encode": settings.max_upload_bytes + MULTIPART_OVERHEAD,
-                "/decode": settings.max_bitstream_bytes + MULTIPART_OVERHEAD},
+                "/decode": settings.max_bitstream_bytes + MULTIPART_OVERHEAD,
+                "/compare": settings.max_upload_bytes + MULTIPART_OVERHEAD},
     )
 
     original_openapi = app.openapi

@@ -1,0 +1,104 @@
+"""``POST /compare``: the same image coded by JPEG, WebP and AVIF at a byte budget.
+
+The page calls it with the original upload and the size of the metalic file, and
+shows the returned files next to the metalic reconstruction. The work is CPU
+work in the API process (a handful of encodes per codec), so it shares the
+decode endpoint's thread slots instead of adding a second pool.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from typing import Annotated
+
+import anyio
+from fastapi import APIRouter, File, Form, Request, UploadFile
+from PIL import Image
+from pydantic import BaseModel, Field
+
+from service import baselines
+from service.codec_port import sniff_format
+from service.deps import OwnerDep, SettingsDep
+from service.errors import ProblemError
+from service.routes.jobs import PROBLEM_RESPONSES
+
+router = APIRouter(tags=["compare"])
+
+
+class BaselinePublic(BaseModel):
+    codec: str = Field(description="jpeg, webp or avif.")
+    media_type: str
+    quality: int = Field(description="The codec's quality setting that was chosen.")
+    bytes: int
+    bpp: float
+    psnr: float = Field(description="dB, of the decoded file against the original (8-bit RGB).")
+    fits: bool = Field(description="False: even the lowest quality is larger than the budget; this is that file.")
+    data: str = Field(description="The encoded file, base64.")
+
+
+class ComparePublic(BaseModel):
+    width: int
+    height: int
+    budget: int = Field(description="The byte budget every baseline was fitted under.")
+    original: str = Field(description="The image as the encoder sees it (orientation, ICC, alpha applied), "
+                                      "a base64 PNG.")
+    baselines: list[BaselinePublic]
+    unavailable: list[str] = Field(description="Codecs this server's Pillow cannot write.")
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _compare(data: bytes, budget: int, names: list[str], max_pixels: int) -> ComparePublic:
+    from codec.image import load_image
+
+    img = load_image(data, max_pixels)
+    results = baselines.compare(img.rgb, budget, names)
+    png = io.BytesIO()
+    Image.fromarray(img.rgb, "RGB").save(png, format="PNG", compress_level=3)
+    pixels = img.width * img.height
+    return ComparePublic(
+        width=img.width, height=img.height, budget=budget, original=_b64(png.getvalue()),
+        baselines=[BaselinePublic(codec=b.codec, media_type=baselines.CODECS[b.codec].media_type, quality=b.quality,
+                                  bytes=len(b.data), bpp=len(b.data) * 8 / pixels, psnr=round(b.psnr, 4),
+                                  fits=b.fits, data=_b64(b.data)) for b in results],
+        unavailable=[name for name in baselines.CODECS if name not in baselines.available()],
+    )
+
+
+@router.post(
+    "/compare",
+    response_model=ComparePublic,
+    responses={code: PROBLEM_RESPONSES[code] for code in (401, 413, 415, 422)},
+    summary="JPEG, WebP and AVIF at the same number of bytes",
+)
+async def compare(
+    request: Request,
+    owner: OwnerDep,
+    settings: SettingsDep,
+    file: Annotated[UploadFile, File(description="The original image (PNG, JPEG, WebP, BMP or TIFF).")],
+    budget: Annotated[int, Form(ge=1, le=1 << 30, description="Bytes each baseline may use: the metalic file size.")],
+    codecs: Annotated[str | None, Form(description="Comma-separated subset of jpeg, webp, avif.")] = None,
+) -> ComparePublic:
+    """For each codec, the highest quality whose file is at most ``budget`` bytes, with its PSNR."""
+    data = await file.read(settings.max_upload_bytes + 1)
+    if len(data) > settings.max_upload_bytes:
+        raise ProblemError(413, "payload-too-large", f"the upload is larger than {settings.max_upload_bytes} bytes")
+    if not data:
+        raise ProblemError(422, "invalid-image", "the upload is empty")
+    if sniff_format(data) is None:
+        raise ProblemError(415, "unsupported-media-type", "the upload is not a PNG, JPEG, WebP, BMP or TIFF image")
+    have = baselines.available()
+    if codecs is None:
+        names = have
+    else:
+        names = [name.strip() for name in codecs.split(",") if name.strip()]
+        unknown = [name for name in names if name not in baselines.CODECS]
+        if unknown:
+            raise ProblemError(422, "invalid-options", f"unknown codec(s) {', '.join(unknown)}; "
+                                                       f"known: {', '.join(baselines.CODECS)}")
+        names = [name for name in names if name in have]
+    return await anyio.to_thread.run_sync(_compare, data, budget, names, settings.max_pixels,
+                                          limiter=request.app.state.decode_limiter)
