@@ -16,7 +16,7 @@ from service.errors import install_error_handlers
 from service.jobs import JobService
 from service.limits import BodyLimitMiddleware
 from service.metrics import Metrics, MetricsMiddleware
-from service.routes import compare, decode, encode, health, jobs
+from service.routes import compare, decode, encode, health, jobs, ui
 from service.schemas import Problem
 
 log = logging.getLogger("metalic.service")
@@ -67,6 +67,9 @@ def create_app(settings: Settings | None = None, codec: CodecPort | None = None,
         summary="Learned image compression with encoder-side adaptation",
         version="0.1.0",
         lifespan=lifespan,
+        # The docs page is served by service.routes.ui from local files, not from a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.redis = connection
@@ -82,6 +85,7 @@ def create_app(settings: Settings | None = None, codec: CodecPort | None = None,
     app.include_router(decode.router)
     app.include_router(health.router)
     app.include_router(compare.router)
+    ui.install(app)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(
         BodyLimitMiddleware,
