@@ -90,3 +90,19 @@ def test_page_prefixes_links_with_the_root_path(app):
     with TestClient(app, root_path="/metalic") as prefixed:
         html = prefixed.get("/").text
     assert 'href="/metalic/static/app.css' in html and 'data-prefix="/metalic"' in html
+
+
+def test_every_page_file_is_package_data():
+    # An installed wheel (the Docker images) has only what package-data names.
+    import tomllib
+    from pathlib import Path
+
+    import service
+
+    root = Path(service.__file__).parent
+    patterns = tomllib.loads((root.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["service"]
+    files = [p.relative_to(root).as_posix() for d in ("static", "templates") for p in (root / d).rglob("*") if p.is_file()]
+    assert files
+    packaged = {p.relative_to(root).as_posix() for pattern in patterns for p in root.glob(pattern)}
+    missing = [f for f in files if f not in packaged]
+    assert not missing, missing
