@@ -290,3 +290,29 @@ def test_docs_page_renders_offline(page):
     page.wait_for_selector(".swagger-ui .opblock", timeout=30_000)
     assert page.locator(".opblock-summary-path", has_text="/encode").count() >= 1
     assert page.locator(".opblock-summary-path", has_text="/compare").count() >= 1
+
+
+def test_drop_paste_and_a_psnr_target(page, server):
+    open_page(page)
+    page.evaluate("""() => {
+        const file = (name) => new File([new Uint8Array([137, 80, 78, 71])], name, {type: 'image/png'});
+        const dropped = new DataTransfer();
+        dropped.items.add(file('dropped.png'));
+        document.querySelector('#drop-zone').dispatchEvent(new DragEvent('drop', {dataTransfer: dropped, bubbles: true, cancelable: true}));
+        const pasted = new DataTransfer();
+        pasted.items.add(file('pasted.png'));
+        document.dispatchEvent(new ClipboardEvent('paste', {clipboardData: pasted, bubbles: true, cancelable: true}));
+    }""")
+    assert page.locator("#chosen-files li").count() == 2
+    assert "dropped.png" in page.locator("#chosen-files").inner_text()
+    page.get_by_role("button", name="Remove dropped.png").click()
+    page.get_by_role("button", name=re.compile(r"^Remove ")).click()
+    assert page.locator("#chosen-files li").count() == 0
+
+    page.get_by_label("a quality (PSNR in dB)").check()
+    assert page.locator("#target-label").inner_text() == "Target PSNR in dB"
+    assert page.locator("#target-number").input_value() == "32"
+    submit(page, [upload("psnr.png", photo(64, 64, 5))], target="30", preset="fast")
+    page.wait_for_function("document.querySelector('li.job').dataset.status === 'succeeded'", timeout=120_000)
+    options = job_via_api(server, row(page).get_attribute("data-job-id"))["options"]
+    assert options["target_psnr"] == 30 and options.get("target_bpp") is None
