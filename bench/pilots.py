@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from bench.rd import RDConfig, load_images, run_rd
+from bench.report import bd_percent
 from bench.runners import metalic_runner
 from bench.speed import machine_info
 from codec.models.variable_rate import VariableRateHyperprior
@@ -112,8 +113,8 @@ def main(argv=None) -> int:
     for r in rows:
         sps = f"{r['steps_per_s_alone']:.2f}" if "steps_per_s_alone" in r else "–"
         lines.append(f"| {r['run']} | {r['step']} | {r['N']}/{r['M']} | {r['lmbda_range'][0]:g}–{r['lmbda_range'][1]:g} | "
-                     f"{r['quant']} | {r['lr']:g} ({r['warmup']}) | {r['bd_rate_vs_jpeg']:+.1f} | "
-                     f"{r['bd_rate_vs_webp']:+.1f} | {r['unquantized_psnr_top']:.2f} | {sps} |")
+                     f"{r['quant']} | {r['lr']:g} ({r['warmup']}) | {bd_percent(r['bd_rate_vs_jpeg'])} | "
+                     f"{bd_percent(r['bd_rate_vs_webp'])} | {r['unquantized_psnr_top']:.2f} | {sps} |")
     (out / "pilots.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

@@ -135,6 +135,11 @@ def _fmt(value: Any, spec: str) -> str:
     return "n/a" if value is None or (isinstance(value, float) and not math.isfinite(value)) else format(value, spec)
 
 
+def bd_percent(value: float | None) -> str:
+    """A BD-rate for a table; None where the curves share no rate or PSNR range."""
+    return "no overlap" if value is None else f"{value:+.1f}"
+
+
 def write_table(summary: Mapping[str, Any], path: Path) -> None:
     """Write the summary as Markdown: BD table, average RD curves, timings."""
     lines = [f"# RD benchmark ({summary['num_images']} images)", ""]

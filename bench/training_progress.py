@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from bench.rd import RDConfig, load_images, run_rd
+from bench.report import bd_percent
 from bench.runners import metalic_runner
 
 ANCHORS = ("jpeg", "webp", "avif")
@@ -32,10 +33,6 @@ def wall_at(log: Path) -> dict[int, float]:
     if not log.exists():
         return {}
     return {int(r["step"]): float(r["wall"]) for r in csv.DictReader(open(log)) if r["kind"] == "train"}
-
-
-def _pct(v) -> str:
-    return "–" if v is None else f"{v:+.1f}"
 
 
 def main(argv=None) -> int:
@@ -76,7 +73,7 @@ def main(argv=None) -> int:
         sps = "–"
         if prev and r.get("wall_s") and prev.get("wall_s"):
             sps = f"{(r['step'] - prev['step']) / (r['wall_s'] - prev['wall_s']):.2f}"
-        lines.append(f"| {r['step']} | {sps} | " + " | ".join(_pct(r[f"bd_rate_vs_{a}"]) for a in ANCHORS) + " |")
+        lines.append(f"| {r['step']} | {sps} | " + " | ".join(bd_percent(r[f"bd_rate_vs_{a}"]) for a in ANCHORS) + " |")
         prev = r
     (out / "progress.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
