@@ -18,7 +18,6 @@ from PIL import Image
 from pydantic import BaseModel, Field
 
 from service import baselines
-from service.codec_port import sniff_format
 from service.deps import OwnerDep, SettingsDep
 from service.errors import ProblemError
 from service.routes.jobs import PROBLEM_RESPONSES
@@ -88,7 +87,7 @@ async def compare(
         raise ProblemError(413, "payload-too-large", f"the upload is larger than {settings.max_upload_bytes} bytes")
     if not data:
         raise ProblemError(422, "invalid-image", "the upload is empty")
-    if sniff_format(data) is None:
+    if request.app.state.codec.sniff_format(data) is None:
         raise ProblemError(415, "unsupported-media-type", "the upload is not a PNG, JPEG, WebP, BMP or TIFF image")
     have = baselines.available()
     if codecs is None:
