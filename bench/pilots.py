@@ -75,6 +75,19 @@ def steps_per_second(config: Path, threads: int) -> float:
     return 50 / (rows[75] - rows[25])
 
 
+def table(rows: list[dict]) -> str:
+    """The pilots as a Markdown table."""
+    lines = ["| pilot | step | N/M | λ range | synthesis sees | lr (warm-up) | BD-rate vs JPEG (%) | "
+             "BD-rate vs WebP (%) | unquantized PSNR at λ_max (dB) | steps/s alone |",
+             "|---|---:|---|---|---|---|---:|---:|---:|---:|"]
+    for r in rows:
+        sps = f"{r['steps_per_s_alone']:.2f}" if "steps_per_s_alone" in r else "–"
+        lines.append(f"| {r['run']} | {r['step']} | {r['N']}/{r['M']} | {r['lmbda_range'][0]:g}–{r['lmbda_range'][1]:g} | "
+                     f"{r['quant']} | {r['lr']:g} ({r['warmup']}) | {bd_percent(r['bd_rate_vs_jpeg'])} | "
+                     f"{bd_percent(r['bd_rate_vs_webp'])} | {r['unquantized_psnr_top']:.2f} | {sps} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", nargs="+", required=True, help="training run folders (each with last.pt, config.json)")
@@ -107,16 +120,9 @@ def main(argv=None) -> int:
         print(json.dumps(row), flush=True)
     machine = machine_info()["description"]
     (out / "pilots.json").write_text(json.dumps({"machine": machine, "lambdas": args.lambdas, "rows": rows}, indent=2))
-    lines = ["| pilot | step | N/M | λ range | synthesis sees | lr (warm-up) | BD-rate vs JPEG (%) | "
-             "BD-rate vs WebP (%) | unquantized PSNR at λ_max (dB) | steps/s alone |",
-             "|---|---:|---|---|---|---|---:|---:|---:|---:|"]
-    for r in rows:
-        sps = f"{r['steps_per_s_alone']:.2f}" if "steps_per_s_alone" in r else "–"
-        lines.append(f"| {r['run']} | {r['step']} | {r['N']}/{r['M']} | {r['lmbda_range'][0]:g}–{r['lmbda_range'][1]:g} | "
-                     f"{r['quant']} | {r['lr']:g} ({r['warmup']}) | {bd_percent(r['bd_rate_vs_jpeg'])} | "
-                     f"{bd_percent(r['bd_rate_vs_webp'])} | {r['unquantized_psnr_top']:.2f} | {sps} |")
-    (out / "pilots.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    text = table(rows)
+    (out / "pilots.md").write_text(text)
+    print(text)
     return 0
 
 
