@@ -96,13 +96,26 @@ def main(argv=None) -> int:
     p.add_argument("--limit", type=int)
     p.add_argument("--lambdas", default=LAMBDAS)
     p.add_argument("--speed", action="store_true", help="also measure steps/s alone")
+    p.add_argument("--speed-only", action="store_true",
+                   help="measure steps/s alone and add it to the rows already in OUT/pilots.json")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    if args.speed_only:
+        saved = json.loads((out / "pilots.json").read_text())
+        for row, run in zip(saved["rows"], map(Path, args.runs)):
+            assert row["run"] == run.name, f"{run} is not row {row['run']} of pilots.json"
+            row["steps_per_s_alone"] = steps_per_second(run / "config.json", args.threads)
+            print(json.dumps(row), flush=True)
+        saved["speed_machine"] = machine_info()["description"]
+        (out / "pilots.json").write_text(json.dumps(saved, indent=2))
+        (out / "pilots.md").write_text(table(saved["rows"]))
+        print(table(saved["rows"]))
+        return 0
     images = load_images(args.data, args.limit)
     cfg = RDConfig(lambdas=tuple(float(v) for v in args.lambdas.split(",")), codecs=("jpeg", "webp"),
                    timing_runs=0)
-    out = Path(args.out)
     rows = []
     for run in map(Path, args.runs):
         net, state = load_checkpoint(run / "last.pt")
