@@ -14,7 +14,6 @@ import argparse
 import csv
 import json
 import math
-import os
 import signal
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ from tqdm import tqdm
 
 from codec.models.variable_rate import VariableRateHyperprior
 from .amp import prepare_run
+from .checkpoint import save_atomic, seed_from
 from .config import TrainConfig
 from .data import CropSampler, center_crops
 
@@ -85,12 +85,6 @@ def validate(net, val: torch.Tensor, cfg: TrainConfig, device) -> list[dict]:
     return rows
 
 
-def save_atomic(obj, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def train(cfg: TrainConfig, device: str | None = None, quiet: bool = False) -> Path:
     """Runs (or resumes) training until ``cfg.steps``; returns the checkpoint path."""
     device, amp, out = prepare_run(cfg, device)
@@ -100,6 +94,8 @@ def train(cfg: TrainConfig, device: str | None = None, quiet: bool = False) -> P
     net = VariableRateHyperprior(cfg.N, cfg.M, cfg.lmbda_min, cfg.lmbda_max).to(device)
     opt, aux_opt = make_optimizers(net, cfg)
     step, wall = 0, 0.0
+    if cfg.resume and seed_from(Path(cfg.resume), out):
+        print(f"resuming from the published checkpoint {cfg.resume}", flush=True)
     if ckpt_path.exists():
         state = torch.load(ckpt_path, map_location=device, weights_only=True)
         if state["config"]["N"] != cfg.N or state["config"]["M"] != cfg.M:

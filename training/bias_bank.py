@@ -56,7 +56,8 @@ from codec.backends import hard_round
 from codec.constants import NUM_BIAS_CLUSTERS, PATCH_SIZE
 from codec.weights import sha256_file
 from .amp import prepare_run
-from .base import save_atomic, truncate_log
+from .base import truncate_log
+from .checkpoint import save_atomic
 from .config import TrainConfig
 from .data import CropSampler
 from .meta import encode, load_init, sample_lmbda

@@ -16,6 +16,7 @@ class TrainConfig:
     val: str = "../shared/datasets/train/bsds500/val"
     out: str = "runs/base"
     init: str = ""  # weights file to start from (a new run only; a checkpoint in out wins)
+    resume: str = ""  # a published checkpoint folder (training.checkpoint) that seeds out when out has none
     N: int = 64
     M: int = 128
     lmbda_min: float = 2.5e-4

@@ -68,7 +68,8 @@ from codec.backends import eb_likelihood, hard_round
 from codec.models.variable_rate import VariableRateHyperprior
 from codec.weights import sha256_file
 from .amp import prepare_run
-from .base import learning_rate, save_atomic, truncate_log  # learning_rate reads steps, lr, lr_final, decay_from, warmup
+from .base import learning_rate, truncate_log  # learning_rate reads steps, lr, lr_final, decay_from, warmup
+from .checkpoint import save_atomic
 from .config import TrainConfig
 from .data import CropSampler, center_crops
 
