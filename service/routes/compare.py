@@ -1,9 +1,11 @@
 """``POST /compare``: the same image coded by JPEG, WebP and AVIF at a byte budget.
 
 The page calls it with the original upload and the size of the metalic file, and
-shows the returned files next to the metalic reconstruction. The work is CPU
-work in the API process (a handful of encodes per codec), so it shares the
-decode endpoint's thread slots instead of adding a second pool.
+shows the returned files next to the metalic reconstruction. The codecs and the
+byte-budget search are :mod:`codec.baselines`, the same ones ``metalic demo``
+prints. The work is CPU work in the API process (a handful of encodes per
+codec), so it shares the decode endpoint's thread slots instead of adding a
+second pool.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from fastapi import APIRouter, File, Form, Request, UploadFile
 from PIL import Image
 from pydantic import BaseModel, Field
 
-from service import baselines
+from codec import baselines
 from service.deps import OwnerDep, SettingsDep
 from service.errors import ProblemError
 from service.routes.jobs import PROBLEM_RESPONSES

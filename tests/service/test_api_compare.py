@@ -9,7 +9,7 @@ import numpy as np
 from api_helpers import assert_problem, auth
 from PIL import Image
 
-from service import baselines
+from codec import baselines
 
 
 def png(width: int = 64, height: int = 48) -> bytes:
