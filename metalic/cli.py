@@ -26,7 +26,7 @@ COMMANDS: dict[str, Command] = {
     "encode": Command("metalic.coding", "encode an image to a .mlic container (in process, no Redis)"),
     "decode": Command("metalic.coding", "decode a .mlic container to PNG"),
     "info": Command("metalic.info", "print a container's header fields and sizes"),
-    "demo": Command("metalic.coding", "encode and decode a generated sample image"),
+    "demo": Command("metalic.demo", "metalic next to JPEG, WebP and AVIF at the same bytes, on a sample or your image"),
     "train": Command("metalic.train_cli", "train models and export weights"),
     "bench": Command("metalic.bench_cli", "benchmarks (RD, speed, adaptation)"),
     "serve": Command("metalic.serve", "run the API (and, without REDIS_URL, a local Redis and one worker)", True),

@@ -1,4 +1,4 @@
-"""``metalic encode``, ``metalic decode`` and ``metalic demo``: the codec in process, no Redis."""
+"""``metalic encode`` and ``metalic decode``: the codec in process, no Redis."""
 
 from __future__ import annotations
 
@@ -14,18 +14,15 @@ from codec.errors import MetalicError
 def add_arguments(name: str, p: argparse.ArgumentParser) -> None:
     if name == "encode":
         _encode_arguments(p)
-    elif name == "decode":
+    else:
         p.add_argument("input")
         p.add_argument("-o", "--output", required=True)
         p.add_argument("--device")
         p.add_argument("--json", action="store_true")
-    else:
-        p.add_argument("--out", default="metalic-demo")
-        p.add_argument("--preset", default="fast", choices=["fast", "balanced", "max"])
 
 
 def run(name: str, args) -> int:
-    return {"encode": cmd_encode, "decode": cmd_decode, "demo": cmd_demo}[name](args)
+    return {"encode": cmd_encode, "decode": cmd_decode}[name](args)
 
 
 def _encode_arguments(p: argparse.ArgumentParser) -> None:
@@ -101,40 +98,6 @@ def cmd_decode(args) -> int:
         print(json.dumps(res.metadata))
     else:
         print(f"{args.output}: {res.image.size[0]}x{res.image.size[1]} {res.image.mode}")
-    return 0
-
-
-def cmd_demo(args) -> int:
-    """Makes a sample image on the fly, encodes it at three rates, decodes, prints a table."""
-    import numpy as np
-    from PIL import Image
-
-    from codec.pipeline import Encoder, decode
-
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    yy, xx = np.mgrid[0:256, 0:384].astype(np.float32)
-    rgb = np.stack([128 + 100 * np.sin(xx / 23) * np.cos(yy / 31), 128 + 90 * np.cos((xx + yy) / 17),
-                    (xx * 255 / 384 + 40 * np.sin(yy / 9)) % 256], -1)
-    rng = np.random.default_rng(0)
-    rgb = np.clip(rgb + rng.normal(0, 6, rgb.shape), 0, 255).astype(np.uint8)
-    Image.fromarray(rgb).save(out / "sample.png")
-    enc = Encoder()
-    print(f"model {enc.loaded.name} (weights {enc.loaded.weights_hash.hex()}, trained: {enc.loaded.trained}) on {enc.device}")
-    print(f"{'target bpp':>10} {'bytes':>7} {'bpp':>7} {'PSNR dB':>8} {'encode s':>9} {'decode s':>9}")
-    for target in (0.25, 0.5, 1.0):
-        res = enc.encode((out / "sample.png").read_bytes(), {"target_bpp": target, "preset": args.preset})
-        (out / f"sample_{target}.mlic").write_bytes(res.bitstream)
-        t = time.perf_counter()
-        dec = decode(res.bitstream)
-        td = time.perf_counter() - t
-        dec.image.save(out / f"sample_{target}.png")
-        same = np.array_equal(dec.rgb, res.reconstruction)
-        print(f"{target:>10} {res.metadata['bytes']:>7} {res.metadata['bpp']:>7.4f} {res.metadata['psnr']:>8.2f} "
-              f"{res.metadata['seconds']['total']:>9.2f} {td:>9.2f}{'' if same else '  MISMATCH'}")
-        if not same:
-            return 1
-    print(f"files in {out}/")
     return 0
 
 
