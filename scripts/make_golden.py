@@ -65,8 +65,9 @@ def main() -> int:
         (GOLDEN_DIR / f"{name}.mlic").write_bytes(data)
         payload = bitstream.unpack(data)
         image = decode(data).image
+        image.save(GOLDEN_DIR / f"{name}.png")
         record["streams"][name] = {"file": f"{name}.mlic", "stream_sha256": hashlib.sha256(data).hexdigest(),
-                                   "decoded_sha256": decoded_sha256(image), "options": options, "bias_forced": bool(forced),
+                                   "decoded_sha256": [decoded_sha256(image)], "reference": f"{name}.png", "options": options, "bias_forced": bool(forced),
                                    "lambda_k": list(payload.lambda_k), "bias_indices": list(payload.bias_indices)}
         print(f"{name}: {len(data)} bytes, λ_k {payload.lambda_k}, bias {list(payload.bias_indices)}")
     (GOLDEN_DIR / "golden.json").write_text(json.dumps(record, indent=2) + "\n")

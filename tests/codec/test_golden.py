@@ -1,7 +1,12 @@
 """The committed reference streams of tests/golden/ decode to the recorded pixels.
 
 An accidental change of the container format, of the decoder's numbers or of
-the shipped weights fails here. After a deliberate one, rewrite the streams
+the shipped weights fails here. The synthesis is float32 convolution, whose
+last bit depends on the CPU's kernels (AVX2, AVX-512, AMX): the same stream
+decodes on two machines to pixels (recorded: AMX and AVX2-only) that may differ by one level where a value
+sits on a rounding boundary. So the pixels are checked against the committed
+reference image to within one level in under 1% of them, which a wrong entropy
+decode, other weights or another synthesis can never meet. After a deliberate one, rewrite the streams
 with ``python scripts/make_golden.py`` and commit them with the change.
 """
 
@@ -9,7 +14,9 @@ import hashlib
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from codec import bitstream
 from codec.weights import WEIGHTS_DIR, sha256_file
@@ -46,4 +53,9 @@ class TestGoldenStreams:
         entry = RECORD["streams"][name]
         with torch_threads():
             image = decode((GOLDEN_DIR / entry["file"]).read_bytes(), device="cpu").image
-        assert decoded_sha256(image) == entry["decoded_sha256"], f"the decoder's output changed; {REGENERATE}"
+        reference = Image.open(GOLDEN_DIR / entry["reference"])
+        assert (image.mode, image.size) == (reference.mode, reference.size)
+        if decoded_sha256(image) in entry["decoded_sha256"]:
+            return  # the pixels of a machine kind already seen (one hash per kind of CPU kernels)
+        diff = np.abs(np.asarray(image, np.int16) - np.asarray(reference, np.int16))
+        assert diff.max() <= 1 and (diff > 0).mean() < 0.01, f"the decoder's output changed; {REGENERATE}"
