@@ -25,9 +25,9 @@ of what it decoded:
 3. **Exact pass** (only for strings with an escape: none in the Kodak streams
    measured, see docs/BENCHMARKS.md). :class:`RansStream`, the same algorithm
    in Python, reads every word through a bounds check and refuses what no
-   CompressAI encoder writes: a nibble count above 8 (a raw value is a
-   non-negative int32, 8 nibbles at most, counted in one nibble) or a raw value
-   of 2**31 or more.
+   CompressAI encoder writes: a nibble count above 7 or a raw value of 2**28
+   or more (see :data:`MAX_ESCAPE_NIBBLES`), which also keeps step 4 from
+   handing the encoder a value it would loop on forever.
 4. **Canonical check.** The symbols are coded again with the same tables and
    the result must equal the string byte for byte. rANS decoding is the exact
    inverse of encoding, so an accepted string is the encoding of the decoded
@@ -68,13 +68,19 @@ PRECISION = 16
 BYPASS_BITS = 4
 """Bits. One escape nibble (``bypass_precision``)."""
 
-MAX_ESCAPE_NIBBLES = 8
-"""Count. Nibbles of the largest raw value a CompressAI encoder writes (a non-negative int32)."""
+MAX_ESCAPE_NIBBLES = 7
+"""Count. Value nibbles of the largest escape a CompressAI encoder writes.
+
+Its nibble count loop, ``while ((raw_val >> (n_bypass * 4)) != 0)``, shifts an
+int32 by 32 at the eighth nibble, which x86 reads as a shift by 0: a raw value
+of 2**28 or more never ends the loop, so no stream holds one (and the
+canonical check must never ask the encoder for one).
+"""
 
 _L = 1 << 31  # RANS64_L, the lower end of the normalized state interval
 _MASK = (1 << PRECISION) - 1
 _NIBBLE = (1 << BYPASS_BITS) - 1
-_INT32_LIMIT = 1 << 31
+_RAW_LIMIT = 1 << (BYPASS_BITS * MAX_ESCAPE_NIBBLES)
 
 
 def check_string(string: bytes, symbols: int, what: str = "entropy-coded string") -> None:
@@ -199,8 +205,8 @@ class RansStream:
         raw = 0
         for j in range(count):
             raw |= self._nibble() << (BYPASS_BITS * j)
-        if raw >= _INT32_LIMIT:
-            raise BitstreamError("escape value outside int32: no encoder writes it")
+        if raw >= _RAW_LIMIT:
+            raise BitstreamError(f"escape raw value {raw} of 2**28 or more: no encoder writes it")
         value = raw >> 1
         return -value - 1 if raw & 1 else value + max_value
 

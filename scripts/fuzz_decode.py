@@ -7,6 +7,7 @@ a Markdown summary for docs/BENCHMARKS.md::
     python scripts/fuzz_decode.py                          # 5,000 in process, then 500 through a real service
     python scripts/fuzz_decode.py --cases 1000 --service 0 --first 5000
     python scripts/fuzz_decode.py --case 1234              # rebuild one case and decode it, with the full error
+    python scripts/fuzz_decode.py --cost kodim01.png       # decode time with the bounded coder and without
 
 In process, a finding is any exception but ``BitstreamError``, a canonical
 stream refused or decoded to other pixels than the encoder side's, or the RSS
@@ -53,6 +54,48 @@ def summary(title: str, report, seeds: range) -> str:
     return "\n".join(lines)
 
 
+def cost(path: str, runs: int = 7) -> None:
+    """Median decode time of one image's stream with codec.rans's bounded coder, then CompressAI's plain one."""
+    import statistics
+
+    from compressai.entropy_models.entropy_models import _EntropyCoder
+
+    from codec import bitstream
+    from codec.pipeline import Encoder, decode
+
+    encoder = Encoder(device="cpu")
+    data = encoder.encode(Path(path).read_bytes(), {"preset": "fast", "target_bpp": 0.5}).bitstream
+    models = [m for m in encoder.backend.net.modules() if hasattr(m, "entropy_coder")]
+
+    p = bitstream.unpack(data)
+    strings = [[s] for s in p.strings]
+
+    def median_ms(step) -> float:
+        # CPU time of this process: the machine may be shared, wall time would measure the neighbours
+        step()
+        times = []
+        for _ in range(runs):
+            t = time.process_time()
+            step()
+            times.append(time.process_time() - t)
+        return statistics.median(times) * 1e3
+
+    steps = {"entropy decoding (decompress_latents)": lambda: encoder.backend.net.decompress_latents(strings,
+                                                                                                    p.latent_shape),
+             "whole decode": lambda: decode(data)}
+    bounded = {name: median_ms(step) for name, step in steps.items()}
+    saved = [m.entropy_coder for m in models]
+    for m in models:
+        m.entropy_coder = _EntropyCoder("ans")
+    plain = {name: median_ms(step) for name, step in steps.items()}
+    for m, coder in zip(models, saved):
+        m.entropy_coder = coder
+    print(f"{Path(path).name}: {len(data)} bytes, CPU ms, median of {runs}")
+    for name in steps:
+        print(f"- {name}: bounded {bounded[name]:.1f} ms, CompressAI's unchecked coder {plain[name]:.1f} ms, "
+              f"difference {bounded[name] - plain[name]:+.1f} ms")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", type=int, default=5000, help="cases decoded in process")
@@ -62,11 +105,16 @@ def main(argv=None) -> int:
     parser.add_argument("--log", default=str(Path(tempfile.gettempdir()) / "metalic-fuzz-decode.log"),
                         help="file the seed of each case is written to before it is decoded")
     parser.add_argument("--case", type=int, help="rebuild and decode this one seed, then stop")
+    parser.add_argument("--cost", metavar="IMAGE", help="time the bounded decoding on this image, then stop")
     args = parser.parse_args(argv)
 
     import torch
 
     torch.set_num_threads(1)
+    if args.cost:
+        print(f"Machine: {machine()}")
+        cost(args.cost)
+        return 0
     from codec.pipeline import decode
     from tests.support.crafted import StreamForge, run_cases, run_service_cases
 

@@ -62,6 +62,14 @@ class TestIssue11Stream:
             decode(data)
 
 
+class TestFuzzFindings:
+    def test_an_escape_the_encoder_would_loop_on_is_refused(self, forge):
+        # seed 207 decodes to an escape of raw value >= 2**28, on which CompressAI's encoder never
+        # returns: the canonical check once hung here (the first 5,000-case run)
+        with pytest.raises(BitstreamError):
+            decode(forge.case(207).data)
+
+
 class TestStructuredFuzz:
     def test_every_case_ends_in_an_image_or_a_typed_error(self, forge):
         with torch_threads():
