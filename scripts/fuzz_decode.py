@@ -105,6 +105,7 @@ def main(argv=None) -> int:
     parser.add_argument("--log", default=str(Path(tempfile.gettempdir()) / "metalic-fuzz-decode.log"),
                         help="file the seed of each case is written to before it is decoded")
     parser.add_argument("--case", type=int, help="rebuild and decode this one seed, then stop")
+    parser.add_argument("--every", type=int, default=0, help="print a running summary every N cases")
     parser.add_argument("--cost", metavar="IMAGE", help="time the bounded decoding on this image, then stop")
     args = parser.parse_args(argv)
 
@@ -129,7 +130,8 @@ def main(argv=None) -> int:
     print(f"Machine: {machine()}\n")
     seeds = range(args.first, args.first + args.cases)
     with open(args.log, "w") as log:
-        report = run_cases(forge, seeds, decode, args.rss_limit_mib << 20, log)
+        report = run_cases(forge, seeds, decode, args.rss_limit_mib << 20, log, args.every,
+                           lambda r: print(summary("So far", r, seeds) + "\n", flush=True))
     print(summary("In process (codec.pipeline.decode)", report, seeds))
     failed = bool(report.findings)
     if args.service:
@@ -143,7 +145,8 @@ def main(argv=None) -> int:
             try:
                 time.sleep(1)
                 service = run_service_cases(forge, seeds, stack.url, API_KEY, stack.procs["api"].pid,
-                                            args.rss_limit_mib << 20)
+                                            args.rss_limit_mib << 20, args.every,
+                                            lambda r: print(summary("So far", r, seeds) + "\n", flush=True))
             finally:
                 stack.stop()
         print()

@@ -232,8 +232,11 @@ class Report:
     seconds: float = 0.0
 
 
-def run_cases(forge: StreamForge, seeds, decode, rss_limit: int, log=None) -> Report:
-    """Decodes each case; a finding is any other exception, a wrong or missing image, or RSS over the limit."""
+def run_cases(forge: StreamForge, seeds, decode, rss_limit: int, log=None, every: int = 0, progress=None) -> Report:
+    """Decodes each case; a finding is any other exception, a wrong or missing image, or RSS over the limit.
+
+    ``progress(report)`` is called after every ``every`` cases (a long run reports as it goes).
+    """
     report = Report()
     started = time.perf_counter()
     for seed in seeds:
@@ -264,11 +267,15 @@ def run_cases(forge: StreamForge, seeds, decode, rss_limit: int, log=None) -> Re
         report.cases += 1
         report.outcomes[key] += 1
         report.kinds[case.kind.split("/")[0].split("+")[0]] += 1
+        if every and progress is not None and report.cases % every == 0:
+            report.seconds = time.perf_counter() - started
+            progress(report)
     report.seconds = time.perf_counter() - started
     return report
 
 
-def run_service_cases(forge: StreamForge, seeds, url: str, api_key: str, api_pid: int, rss_limit: int) -> Report:
+def run_service_cases(forge: StreamForge, seeds, url: str, api_key: str, api_pid: int, rss_limit: int,
+                      every: int = 0, progress=None) -> Report:
     """POSTs each case to ``/decode``; a finding is a 5xx, an untyped 4xx, a dead API or its RSS over the limit."""
     import io
 
@@ -317,5 +324,8 @@ def run_service_cases(forge: StreamForge, seeds, url: str, api_key: str, api_pid
             report.cases += 1
             report.outcomes[key] += 1
             report.kinds[case.kind.split("/")[0].split("+")[0]] += 1
+            if every and progress is not None and report.cases % every == 0:
+                report.seconds = time.perf_counter() - started
+                progress(report)
     report.seconds = time.perf_counter() - started
     return report
