@@ -16,6 +16,7 @@ import torch
 
 from .determinism import exact_on, single_thread
 from .errors import OptionsError
+from .rans import harden
 from .rate import index_to_lambda, lambda_to_index
 
 RoundFn = Callable[[torch.Tensor, str], torch.Tensor]
@@ -55,6 +56,10 @@ class Backend(Protocol):
     turns it into the λ the loss uses (:meth:`rate_lambda`). Implemented by
     :class:`VariableRateBackend`, :class:`ZooBackend` and :class:`ZooVbrBackend`; tests/codec/test_backends.py
     runs one set of contract tests on each.
+
+    ``string_symbols`` is what the decoder checks a stream against before any
+    tensor exists: the symbols each entropy-coded string must hold, in the
+    container's order. Every backend decodes through :mod:`codec.rans`.
     """
 
     kind: str
@@ -66,6 +71,8 @@ class Backend(Protocol):
     def device(self) -> torch.device: ...
 
     def latent_shape(self, height: int, width: int) -> tuple[int, int]: ...
+
+    def string_symbols(self, height: int, width: int) -> tuple[int, ...]: ...
 
     def rate_range(self) -> tuple[int, int]: ...
 
@@ -96,6 +103,11 @@ class _OneNetwork:
     def latent_shape(self, height: int, width: int) -> tuple[int, int]:
         return -(-height // 64), -(-width // 64)
 
+    def string_symbols(self, height: int, width: int) -> tuple[int, int]:
+        # y on the 16-pixel grid, then z on the 64-pixel grid
+        h, w = self.latent_shape(height, width)
+        return self.net.M * 16 * h * w, self.net.entropy_bottleneck.channels * h * w
+
 
 class VariableRateBackend(_OneNetwork):
     """The shipped model (M2 gain, M4 λ_k, M6 bias hooks)."""
@@ -105,6 +117,7 @@ class VariableRateBackend(_OneNetwork):
 
     def __init__(self, net):
         self.net = net
+        harden(net)
 
     def rate_range(self) -> tuple[int, int]:
         return lambda_to_index(self.net.lmbda_min / 2), lambda_to_index(min(1.0, self.net.lmbda_max * 2))
@@ -154,6 +167,12 @@ class ZooBackend:
     def __init__(self, slug: str, family: str, nets: dict, lambdas: dict):
         self.slug, self.kind, self.nets, self.lambdas = slug, family, nets, lambdas
         self.supports_refine = family != "autoregressive"
+        for net in nets.values():
+            harden(net)
+            if family == "autoregressive":
+                from .models.zoo_ar import bound
+
+                bound(net)
 
     @property
     def device(self):
@@ -162,6 +181,13 @@ class ZooBackend:
     def latent_shape(self, height: int, width: int) -> tuple[int, int]:
         f = 16 if self.kind == "factorized" else 64
         return -(-height // 64) * 64 // f, -(-width // 64) * 64 // f
+
+    def string_symbols(self, height: int, width: int) -> tuple[int, ...]:
+        net = next(iter(self.nets.values()))
+        h, w = self.latent_shape(height, width)
+        if self.kind == "factorized":
+            return (net.entropy_bottleneck.channels * h * w,)
+        return net.M * 16 * h * w, net.entropy_bottleneck.channels * h * w
 
     def rate_range(self) -> tuple[int, int]:
         return min(self.nets), max(self.nets)
@@ -259,6 +285,7 @@ class ZooVbrBackend(_OneNetwork):
 
     def __init__(self, slug: str, net):
         self.slug, self.net = slug, net
+        harden(net)
 
     def rate_range(self) -> tuple[int, int]:
         return 0, len(self.net.lmbda) - 1

@@ -28,6 +28,7 @@ from .adapt.coding import Coder
 from .adapt.goal import Goal
 from .image import load_image, output_image, pad, tensor_to_rgb, to_tensor
 from .metrics import ms_ssim, psnr
+from .rans import check_string
 from .options import EncodeOptions, validate_options
 # λ_k values sit on the container's λ grid whatever a backend's rate index means
 # (only the default model has λ_k); the rate index itself goes through the backend
@@ -162,7 +163,7 @@ class Encoder:
             best = run_stages(self.coder, x, img, opts, best, report, timings, stages)
 
         t = time.perf_counter()
-        check = decode(best.data, device="cpu", weights=self.weights)
+        check = decode(best.data, device="cpu", weights=self.weights, max_pixels=self.max_pixels)
         if not np.array_equal(check.rgb, best.rgb):
             diff = int(np.abs(check.rgb.astype(int) - best.rgb.astype(int)).max())
             if self.device == "cpu" or diff > 1:
@@ -197,19 +198,33 @@ def _target_note(opts: EncodeOptions, meta: dict) -> str:
     return f"target {opts.target_psnr} dB is out of reach; encoded at the highest quality, {meta['psnr']:.2f} dB"
 
 
-def decode(data: bytes, device: str = "cpu", weights: str | None = None) -> DecodeResult:
+def decode(data: bytes, device: str = "cpu", weights: str | None = None,
+           max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodeResult:
     """Decodes a container (one pass of the synthesis transform).
+
+    Everything a stream declares is checked before any tensor exists: the
+    image fits ``max_pixels``, the latent shape is the one the model derives
+    from the image size, there are as many strings as the model writes and
+    each can hold the symbols it must (:func:`codec.rans.check_string`). The
+    entropy decoding itself is bounded and accepts only canonical strings
+    (:mod:`codec.rans`), so a crafted stream ends in a ``BitstreamError``,
+    never in a crash or an image made of other memory.
 
     Args:
         data: bytes. The container.
         device: str. Where the synthesis runs.
         weights: str or None. Local weights file overriding the shipped one
             (the encoder's own check of a file made with ``Encoder(weights=...)``).
+        max_pixels: int. Largest width x height decoded (the image policy's limit).
 
     Raises:
-        BitstreamError: malformed, truncated or foreign stream, or unknown/mismatched weights.
+        BitstreamError: malformed, truncated, crafted or foreign stream, or unknown/mismatched weights.
     """
     p = bitstream.unpack(data)
+    h, w = p.height, p.width
+    if w * h > max_pixels:
+        raise BitstreamError(f"stream declares a {w}x{h} image ({w * h} pixels); "
+                             f"the limit is {max_pixels} pixels")
     try:
         loaded = load_model(p.model_id, device, weights)
     except ModelError as e:
@@ -218,11 +233,13 @@ def decode(data: bytes, device: str = "cpu", weights: str | None = None) -> Deco
         raise BitstreamError(f"stream was made with other weights of {p.model_id} "
                              f"({p.weights_hash.hex()}, this decoder has {loaded.weights_hash.hex()})")
     b = loaded.backend
-    h, w = p.height, p.width
     if tuple(p.latent_shape) != b.latent_shape(h, w):
         raise BitstreamError(f"latent shape {p.latent_shape} does not match a {w}x{h} image")
-    if len(p.strings) != (1 if getattr(b, "kind", "") == "factorized" else 2):
-        raise BitstreamError(f"{len(p.strings)} entropy-coded strings; {p.model_id} writes a different number")
+    symbols = b.string_symbols(h, w)
+    if len(p.strings) != len(symbols):
+        raise BitstreamError(f"{len(p.strings)} entropy-coded strings; {p.model_id} writes {len(symbols)}")
+    for i, (string, count) in enumerate(zip(p.strings, symbols)):
+        check_string(string, count, f"string {i} (for {count} symbols)")
     if (p.lambda_k and not b.supports_lambda_k) or (p.bias_indices and not b.supports_bias):
         raise BitstreamError(f"{p.model_id} takes no λ_k values or bias indices")
     lo, hi = b.rate_range()
@@ -237,6 +254,8 @@ def decode(data: bytes, device: str = "cpu", weights: str | None = None) -> Deco
     try:
         with torch.no_grad():
             x_hat = b.decompress([[s] for s in p.strings], p.latent_shape, p.rate_index, lk, bias).float().clamp(0, 1)
+    except BitstreamError:
+        raise
     except (RuntimeError, ValueError, IndexError) as e:
         raise BitstreamError(f"entropy decoding failed: {e}") from None
     rgb = tensor_to_rgb(x_hat[..., :h, :w])

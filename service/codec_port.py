@@ -23,7 +23,7 @@ class CodecPort(Protocol):
 
     def validate_options(self, options: dict) -> dict: ...
 
-    def decode(self, data: bytes, device: str) -> Any: ...
+    def decode(self, data: bytes, device: str, max_pixels: int) -> Any: ...
 
 
 def _import(path: str) -> Any:
@@ -79,12 +79,12 @@ class LibraryCodec:
         # The codec returns a frozen EncodeOptions; the job carries plain JSON.
         return normalized.to_dict() if hasattr(normalized, "to_dict") else dict(normalized)
 
-    def decode(self, data: bytes, device: str) -> Any:
+    def decode(self, data: bytes, device: str, max_pixels: int) -> Any:
         if self._decode is None:
             self._decode = _import(self._decoder_path)
         if not self.ready.is_set():
             with self._load_lock:
-                result = self._decode(data, device=device)
+                result = self._decode(data, device=device, max_pixels=max_pixels)
                 self.ready.set()
                 return result
-        return self._decode(data, device=device)
+        return self._decode(data, device=device, max_pixels=max_pixels)

@@ -16,8 +16,9 @@ from service.routes.jobs import PROBLEM_RESPONSES
 router = APIRouter(tags=["decode"])
 
 
-def _decode_to_png(codec, data: bytes, device: str) -> tuple[bytes, dict]:
-    result = codec.decode(data, device)
+def _decode_to_png(codec, data: bytes, device: str, max_pixels: int) -> tuple[bytes, dict]:
+    # the image policy's pixel limit bounds what a stream may declare, as it bounds uploads
+    result = codec.decode(data, device, max_pixels)
     buffer = io.BytesIO()
     result.image.save(buffer, format="PNG", compress_level=3)
     return buffer.getvalue(), dict(result.metadata)
@@ -54,7 +55,7 @@ async def decode(
     started = time.perf_counter()
     try:
         png, metadata = await anyio.to_thread.run_sync(
-            _decode_to_png, codec, data, settings.decode_device, limiter=state.decode_limiter
+            _decode_to_png, codec, data, settings.decode_device, settings.max_pixels, limiter=state.decode_limiter
         )
     except ValueError:
         metrics.decodes.labels("invalid").inc()

@@ -85,13 +85,13 @@ class Encoder:
                                         "seconds": time.perf_counter() - started})
 
 
-def decode(data: bytes, device: str = "cpu") -> DecodeResult:
+def decode(data: bytes, device: str = "cpu", max_pixels: int = 16384 * 16384) -> DecodeResult:
     if len(data) < HEADER.size:
         raise BitstreamError("truncated header")
     magic, width, height, crc = HEADER.unpack_from(data)
     if magic != MAGIC:
         raise BitstreamError("not a metalic bitstream")
-    if not (0 < width <= 16384 and 0 < height <= 16384):
+    if not (0 < width <= 16384 and 0 < height <= 16384) or width * height > max_pixels:
         raise BitstreamError("bad image size")
     payload = data[HEADER.size :]
     if zlib.crc32(payload) != crc:
@@ -120,5 +120,5 @@ class FakeCodec:
     def validate_options(self, options: dict) -> dict:
         return validate_options(options)
 
-    def decode(self, data: bytes, device: str) -> DecodeResult:
-        return decode(data, device)
+    def decode(self, data: bytes, device: str, max_pixels: int) -> DecodeResult:
+        return decode(data, device, max_pixels)

@@ -51,6 +51,23 @@ def test_malformed_or_foreign_bitstreams(real_client, data):
     assert_problem(response, 422, "invalid-bitstream")
 
 
+@pytest.mark.parametrize("max_pixels,reason", [(None, "has 4 bytes"), (512 * 512, "declares a 4096x4096 image")])
+def test_the_crafted_57_byte_stream_of_issue_11_is_a_problem_not_a_crash(settings, max_pixels, reason):
+    # once answered 200 with a 4096x4096 PNG made of other memory, or a crash of the API process
+    from service.main import create_app
+    from tests.support.crafted import StreamForge, issue_11_stream
+
+    update = {"preload_model": ""} | ({} if max_pixels is None else {"max_pixels": max_pixels})
+    if max_pixels is None:
+        from codec.constants import DEFAULT_MAX_PIXELS
+
+        update["max_pixels"] = DEFAULT_MAX_PIXELS
+    with TestClient(create_app(settings.model_copy(update=update)), raise_server_exceptions=False) as client:
+        response = client.post("/decode", files={"file": ("x.mlic", issue_11_stream(StreamForge()))}, headers=auth())
+    body = assert_problem(response, 422, "invalid-bitstream")
+    assert reason in body["detail"]
+
+
 def test_truncated_real_bitstream(real_client):
     import io
 
