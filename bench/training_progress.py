@@ -42,6 +42,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--limit", type=int)
     p.add_argument("--every", type=int, default=10000, help="measure snapshots whose step is a multiple of this")
+    p.add_argument("--no-last", action="store_true", help="measure the snapshots only, not last.pt")
     p.add_argument("--lambdas", default=None, help="comma-separated λ (default: 6 log-spaced over the run's range)")
     args = p.parse_args(argv)
     run, out = Path(args.run), Path(args.out)
@@ -49,23 +50,27 @@ def main(argv=None) -> int:
     done = json.loads((out / "progress.json").read_text()) if (out / "progress.json").exists() else []
     walls = wall_at(run / "log.csv")
     images = load_images(args.data, args.limit)
-    for ckpt in sorted(run.glob("snapshot_*.pt")) + [run / "last.pt"]:
+    for ckpt in sorted(run.glob("snapshot_*.pt")) + ([] if args.no_last else [run / "last.pt"]):
         state = torch.load(ckpt, map_location="cpu", weights_only=True)
         step, c = state["step"], state["config"]
         if any(r["step"] == step for r in done) or (ckpt.name != "last.pt" and step % args.every):
             continue
         lambdas = (tuple(float(v) for v in args.lambdas.split(",")) if args.lambdas
                    else tuple(float(f"{v:.3g}") for v in np.geomspace(c["lmbda_min"], c["lmbda_max"], 6)))
-        summary = run_rd(images, out / f"step_{step:07d}", metalic_runner(weights=str(ckpt)),
-                         RDConfig(lambdas=lambdas, codecs=ANCHORS, timing_runs=0))
+        step_dir = out / f"step_{step:07d}"
+        if (step_dir / "summary.json").exists():  # measured by a run that was stopped before its table
+            summary = json.loads((step_dir / "summary.json").read_text())
+        else:
+            summary = run_rd(images, step_dir, metalic_runner(weights=str(ckpt)),
+                             RDConfig(lambdas=lambdas, codecs=ANCHORS, timing_runs=0))
         row = {"step": step, "checkpoint": ckpt.name, "wall_s": walls.get(step)}
         for a in ANCHORS:
             row[f"bd_rate_vs_{a}"] = summary["bd"][a]["bd_rate"]
             row[f"bd_psnr_vs_{a}"] = summary["bd"][a]["bd_psnr"]
         done.append(row)
+        done.sort(key=lambda r: r["step"])
+        (out / "progress.json").write_text(json.dumps(done, indent=2))
         print(json.dumps(row), flush=True)
-    done.sort(key=lambda r: r["step"])
-    (out / "progress.json").write_text(json.dumps(done, indent=2))
     lines = ["| step | steps/s (since previous row) | BD-rate vs JPEG (%) | vs WebP (%) | vs AVIF (%) |",
              "|---:|---:|---:|---:|---:|"]
     prev = None
