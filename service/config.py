@@ -44,9 +44,13 @@ class Settings(BaseSettings):
     job_retries: int = Field(2, ge=0)
     """Count. Times a job whose worker died is run again on another worker."""
     result_ttl: int = Field(7 * 24 * 3600, ge=60)
-    """Seconds. How long results, bitstreams and inputs are kept after success."""
+    """Seconds. How long results and bitstreams are kept after success."""
+    upload_ttl: int = Field(24 * 3600, ge=60)
+    """Seconds. Longest an upload waits for a worker; it is deleted as soon as its job ends, whatever the end."""
     failure_ttl: int = Field(7 * 24 * 3600, ge=60)
     """Seconds. How long failure records are kept."""
+    reap_interval: float = Field(2.0, gt=0)
+    """Seconds between two passes of the API's reaper, which requeues or ends the jobs of dead workers."""
     idempotency_ttl: int = Field(24 * 3600, ge=60)
     """Seconds. How long an ``Idempotency-Key`` maps to its job."""
 

@@ -18,6 +18,7 @@ from service.limits import BodyLimitMiddleware
 from service.metrics import Metrics, MetricsMiddleware
 from service.routes import compare, decode, encode, health, jobs, ui
 from service.schemas import Problem
+from worker.reaper import Reaper
 
 log = logging.getLogger("metalic.service")
 
@@ -59,7 +60,10 @@ def create_app(settings: Settings | None = None, codec: CodecPort | None = None,
         if preload and settings.preload_model:
             # In a thread: the API answers /healthz at once; /readyz waits for the model.
             threading.Thread(target=_preload, args=(preload, settings), name="metalic-preload", daemon=True).start()
+        # The API reaps too: a dead worker's job is found even when every worker is busy or gone.
+        reaper = Reaper(connection, [settings.queue], interval=settings.reap_interval).start()
         yield
+        reaper.stop()
         connection.close()
 
     app = FastAPI(

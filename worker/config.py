@@ -31,14 +31,22 @@ class WorkerSettings(BaseSettings):
 
     worker_ttl: int = Field(75, ge=5)
     """Seconds. TTL of the worker's registration; RQ blocks on the queue for TTL - 15 s."""
-    job_monitoring_interval: int = Field(10, ge=1)
-    """Seconds between heartbeats while a job runs (from a thread: the job runs in-process)."""
-    heartbeat_grace: int = Field(20, ge=1)
-    """Seconds. A running job whose worker sent no heartbeat for interval + grace is abandoned."""
+    job_monitoring_interval: int = Field(5, ge=1)
+    """Seconds between two renewals of a running job's lease (by the watchdog thread)."""
+    heartbeat_grace: int = Field(10, ge=1)
+    """Seconds. The lease lives interval + grace without a renewal; then the job counts as abandoned."""
+    stall_timeout: float = Field(300.0, gt=0)
+    """Seconds the main thread may stay inside one native call (no Python line run) before the
+    worker declares itself hung, gives its job back and exits."""
+    reap_interval: float = Field(2.0, gt=0)
+    """Seconds between two passes of the reaper thread, which requeues or fails abandoned jobs."""
     maintenance_interval: int = Field(30, ge=1)
-    """Seconds between registry cleanups, which requeue the jobs of dead workers."""
+    """Seconds between RQ's own registry cleanups (finished, failed, deferred, dead workers)."""
     progress_interval: float = Field(0.5, ge=0.0)
     """Seconds. Least time between two progress writes to the job's meta."""
-    upload_ttl_after_success: int = Field(600, ge=1)
-    """Seconds an input is kept once its job succeeded (a late retry can still read it)."""
     log_level: str = "INFO"
+
+    @property
+    def lease_ttl(self) -> int:
+        """Seconds a job's lease lives without a renewal."""
+        return self.job_monitoring_interval + self.heartbeat_grace

@@ -1,14 +1,14 @@
-"""RQ job functions: JSON in, JSON out (enqueued by dotted path, JSON serializer).
+"""The one RQ job function, :func:`encode_image`, and the job class that runs nothing else.
 
-:func:`encode_image` is the one job. It reads the upload from Redis, runs the
-codec's :class:`~codec.pipeline.Encoder` (loaded once per worker process by
-:func:`load_encoder`), publishes progress in the job's meta, stores the
-bitstream back in Redis and returns a small JSON-able dict.
+:func:`encode_image` reads the upload from Redis, runs the codec's
+:class:`~codec.pipeline.Encoder` (loaded once per worker process by
+:func:`load_encoder`), publishes progress in the job's meta and commits the
+bitstream with the job's outcome through its execution's lease
+(:mod:`worker.fencing`): the bitstream is published once, or not at all.
 
-.. note:: Every exception raised *by the job code* sets ``retries_left = 0``:
-   a bad image or a timeout fails the same way on every worker. Only a job whose
-   worker died (SIGKILL, OOM, lost host) is retried, by RQ's StartedJobRegistry
-   cleanup, because the job then never got to raise.
+.. note:: Errors are not handled here. :class:`worker.main.EncodeWorker` sorts
+   them into deterministic failures and transient ones that are retried
+   (:mod:`worker.failures`), and it alone writes those outcomes.
 """
 
 from __future__ import annotations
@@ -19,32 +19,72 @@ import importlib
 import logging
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 import redis
 from rq import get_current_job
 from rq.job import Job
-from rq.timeouts import JobTimeoutException
 
 from worker import protocol
+from worker.failures import InputMissingError, JobCanceled
+from worker.fencing import Lease, LeaseLost, current_lease, with_redis_retry
 
 log = logging.getLogger("metalic.worker")
 
 _encoder: Any = None
 _encoder_lock = threading.Lock()
 
+_FENCED_META = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[2], 'meta', ARGV[2])
+return 1
+"""
+"""Write the job's meta only while the lease is this execution's, so a stale run never overwrites a live one."""
 
-class JobCanceled(Exception):
-    """Raised from the progress callback when ``DELETE /jobs/{id}`` was called."""
 
-    type = "canceled"
+class ForbiddenJobError(Exception):
+    """A job in Redis names a function, instance or callback other than :data:`protocol.JOB_FUNCTION`."""
+
+    type = protocol.FailureType.FORBIDDEN_JOB.value
 
 
-class InputMissingError(Exception):
-    """The upload expired or was deleted before a worker picked the job up."""
+class EncodeJob(Job):
+    """RQ's :class:`~rq.job.Job`, restricted to :func:`encode_image`.
 
-    type = "input-missing"
+    RQ imports whatever dotted path a job hash names (its function and its
+    success, failure and stopped callbacks) and posts to whatever webhooks it
+    lists, so anyone who can write to Redis could run code on, or send
+    requests from, the workers. Workers and the reaper load jobs with this class:
+    it resolves only the one job function, imports no callback and sends no webhook.
+    """
+
+    @property
+    def func(self):
+        if not is_allowed(self):
+            raise ForbiddenJobError(f"job {self.id} names {self.func_name!r}; workers run only {protocol.JOB_FUNCTION}")
+        return encode_image
+
+    @property
+    def success_callback(self):
+        return None
+
+    @property
+    def failure_callback(self):
+        return None
+
+    @property
+    def stopped_callback(self):
+        return None
+
+    def send_webhooks(self, status, *, exc_string=None) -> None:
+        return None
+
+
+def is_allowed(job: Job) -> bool:
+    """True if the job names the encode function and nothing else that RQ would import or call."""
+    return (job.func_name == protocol.JOB_FUNCTION and job.instance is None
+            and not getattr(job, "_success_callback_name", None) and not getattr(job, "_failure_callback_name", None)
+            and not getattr(job, "_stopped_callback_name", None) and not getattr(job, "webhooks", None))
 
 
 def import_object(path: str) -> Any:
@@ -87,25 +127,24 @@ def get_encoder() -> Any:
 
 
 class ProgressPublisher:
-    """Progress callback: writes throttled progress to the job's meta, checks for cancel.
+    """Progress callback: writes throttled progress to the job's meta, checks for cancel and for the lease.
 
-    Redis errors while publishing are logged and swallowed: progress is advisory
-    and a blip of the Redis connection must not fail an hour-long encode.
+    A Redis error while publishing is logged and swallowed: progress is
+    advisory and a blip must not fail an hour-long encode. A refused write
+    (the lease is another execution's) raises :class:`LeaseLost` at once, so a
+    worker that was paused or cut off stops computing a result nobody will take.
     """
 
-    def __init__(self, job: Job, min_interval: float = 0.5):
+    def __init__(self, job: Job, lease: Lease, min_interval: float = 0.5):
         self.job = job
+        self.lease = lease
         self.min_interval = min_interval
         self._last_write = 0.0
         self._last_stage: str | None = None
+        self._write = job.connection.register_script(_FENCED_META)
 
     def __call__(self, progress: dict) -> None:
-        try:
-            canceled = bool(self.job.connection.exists(protocol.cancel_key(self.job.id)))
-        except redis.RedisError:
-            canceled = False
-        if canceled:
-            raise JobCanceled("canceled by the client")
+        self.check_cancel()
         now = time.monotonic()
         stage = progress.get("stage")
         last_step = progress.get("steps") is not None and progress.get("step") == progress.get("steps")
@@ -114,38 +153,31 @@ class ProgressPublisher:
         self._last_write, self._last_stage = now, stage
         self.publish(progress)
 
+    def check_cancel(self) -> None:
+        try:
+            canceled = bool(self.job.connection.exists(protocol.cancel_key(self.job.id)))
+        except redis.RedisError:
+            canceled = False
+        if canceled:
+            raise JobCanceled("canceled by the client")
+
     def publish(self, progress: dict) -> None:
         self.job.meta["progress"] = {k: progress.get(k) for k in ("stage", "step", "steps", "bpp", "psnr")}
+        self.save_meta()
+
+    def save_meta(self) -> None:
+        meta = self.job.serializer.dumps(self.job.meta)
         try:
-            self.job.save_meta()
+            written = self._write(keys=[self.lease.key, self.job.key], args=[self.lease.execution_id, meta])
         except redis.RedisError as exc:
             log.warning("job %s: could not publish progress: %s", self.job.id, exc)
-
-
-def _error_info(exc: BaseException) -> dict:
-    if isinstance(exc, JobTimeoutException):
-        return {"type": "job-timeout", "detail": "the encode did not finish within the job timeout"}
-    slug = getattr(type(exc), "type", None)
-    if isinstance(slug, str) and (isinstance(exc, ValueError) or isinstance(exc, (JobCanceled, InputMissingError))):
-        return {"type": slug, "detail": str(exc)[:1000]}
-    return {"type": "internal-error", "detail": f"{type(exc).__name__}: {str(exc)[:500]}"}
-
-
-def _with_redis_retry(fn: Callable[[], Any], attempts: int = 8) -> Any:
-    """Run a Redis write, retrying with backoff so a Redis restart does not lose a finished encode."""
-    delay = 0.25
-    for attempt in range(attempts):
-        try:
-            return fn()
-        except (redis.ConnectionError, redis.TimeoutError):
-            if attempt == attempts - 1:
-                raise
-            time.sleep(delay)
-            delay = min(delay * 2, 5.0)
+            return
+        if not written:
+            raise LeaseLost(f"job {self.job.id}: execution {self.lease.execution_id} no longer holds the lease")
 
 
 def encode_image(upload_key: str, options: dict) -> dict:
-    """Encode one uploaded image (the RQ job).
+    """Encode one uploaded image (the RQ job) and commit its bitstream.
 
     Args:
         upload_key: str. Redis key of the input bytes (``metalic:upload:{job_id}``).
@@ -154,45 +186,35 @@ def encode_image(upload_key: str, options: dict) -> dict:
     Returns:
         dict. ``{"bitstream_key", "bytes", "sha256", "metadata"}``, JSON-able; the
         bitstream itself is in Redis under ``bitstream_key`` for the result TTL.
+
+    Raises:
+        LeaseLost: this execution no longer owns the job; nothing was published.
     """
     job = get_current_job()
-    if job is None:
-        raise RuntimeError("encode_image must run inside an RQ worker")
+    lease = current_lease.get()
+    if job is None or lease is None:
+        raise RuntimeError("encode_image runs only inside `metalic worker` (it needs the execution's lease)")
+    job_id = protocol.job_id_from_upload_key(upload_key)
     job.meta["attempts"] = int(job.meta.get("attempts", 0)) + 1
     job.meta["worker"] = job.worker_name
-    job.meta.pop("error", None)
-    publisher = ProgressPublisher(job, _progress_interval())
+    publisher = ProgressPublisher(job, lease, _progress_interval())
     publisher.publish({"stage": "loading", "step": 0, "steps": None, "bpp": None, "psnr": None})
-    try:
-        data = job.connection.get(upload_key)
-        if data is None:
-            raise InputMissingError("the uploaded image expired before a worker picked the job up")
-        result = get_encoder().encode(data, options, progress=publisher)
-        bitstream = bytes(result.bitstream)
-        job_id = protocol.job_id_from_upload_key(upload_key)
-        key = protocol.bitstream_key(job_id)
-        ttl = job.result_ttl if job.result_ttl and job.result_ttl > 0 else None
-        _with_redis_retry(lambda: job.connection.set(key, bitstream, ex=ttl))
-        _with_redis_retry(lambda: job.connection.expire(upload_key, _upload_ttl_after_success()))
-    except BaseException as exc:
-        if isinstance(exc, Exception):
-            # Raised by the job itself: deterministic, so fail now instead of retrying.
-            job.retries_left = 0
-            job.meta["error"] = _error_info(exc)
-            try:
-                job.save_meta()
-            except redis.RedisError:
-                log.warning("job %s: could not record error %s", job.id, job.meta["error"])
-        raise
+    publisher.check_cancel()
+    data = with_redis_retry(lambda: job.connection.get(upload_key), lease.deadline())
+    if data is None:
+        raise InputMissingError("the uploaded image expired before a worker picked the job up")
+    result = get_encoder().encode(data, options, progress=publisher)
+    bitstream = bytes(result.bitstream)
+    summary = {"bytes": len(bitstream), "sha256": hashlib.sha256(bitstream).hexdigest(),
+               "metadata": result.metadata}
+    outcome = protocol.Outcome(protocol.JobState.SUCCEEDED, execution=lease.execution_id,
+                               attempts=job.meta["attempts"], result=summary)
+    ttl = job.result_ttl if job.result_ttl and job.result_ttl > 0 else protocol.DEFAULT_RESULT_TTL
+    if not lease.commit(outcome, ttl, bitstream=bitstream):
+        raise LeaseLost(f"job {job.id}: the bitstream of execution {lease.execution_id} was not published")
     job.meta["progress"] = {"stage": "done", "step": None, "steps": None,
                             "bpp": result.metadata.get("bpp"), "psnr": result.metadata.get("psnr")}
-    _with_redis_retry(job.save_meta)
-    return {
-        "bitstream_key": key,
-        "bytes": len(bitstream),
-        "sha256": hashlib.sha256(bitstream).hexdigest(),
-        "metadata": result.metadata,
-    }
+    return {"bitstream_key": protocol.bitstream_key(job_id), **summary}
 
 
 @functools.lru_cache(maxsize=1)
@@ -204,7 +226,3 @@ def _settings() -> Any:
 
 def _progress_interval() -> float:
     return _settings().progress_interval
-
-
-def _upload_ttl_after_success() -> int:
-    return _settings().upload_ttl_after_success

@@ -5,18 +5,29 @@ so the API process stays light.
 
 Redis layout (``{id}`` is the RQ job id, 32 hex digits from :func:`uuid.uuid4`)::
 
-    metalic:upload:{id}        bytes   the validated upload, TTL = result TTL
+    metalic:upload:{id}        bytes   the validated upload; deleted when the job reaches a terminal state
     metalic:bitstream:{id}     bytes   the encoded container, TTL = result TTL
+    metalic:outcome:{id}       json    the job's one terminal outcome (:class:`Outcome`), written once
+    metalic:lease:{id}         str     id of the one execution allowed to run the job, TTL = lease TTL
     metalic:cancel:{id}        "1"     cancel requested for a running job
-    metalic:inflight:{owner}   set     job ids counted against the key's quota
+    metalic:inflight:{owner}   zset    job ids counted against the tenant's quota
     metalic:idem:{owner}:{h}   json    idempotency record {fingerprint, job_id}
-    rq:job:{id}                hash    RQ's job; meta holds owner, progress, error
+    metalic:rate:{key}:{t}     int     requests of one API key in the window starting at t
+    rq:job:{id}                hash    RQ's job; meta holds owner, attempts, progress
+
+The outcome key is the truth about a finished job: the worker's commit writes
+it, with the bitstream, only while it holds the lease (a compare-and-set on its
+execution id), and nobody writes it twice. RQ's own status follows it.
 """
 
 from __future__ import annotations
 
+import json
 import re
+import time
+from dataclasses import asdict, dataclass, field
 from enum import Enum
+from typing import Any
 
 from rq.job import JobStatus as RQJobStatus
 
@@ -31,6 +42,9 @@ SERIALIZER = "json"
 
 DEFAULT_QUEUE = "metalic-encode"
 """Name of the RQ queue the API enqueues encode jobs on."""
+
+DEFAULT_RESULT_TTL = 7 * 24 * 3600
+"""Seconds. How long results are kept when a job names no result TTL of its own."""
 
 JOB_ID_RE = re.compile(r"[0-9a-f]{32}")
 """Job ids are uuid4 hex: 122 random bits, so ids cannot be guessed."""
@@ -80,12 +94,74 @@ def job_state(rq_status: str | RQJobStatus, cancel_requested: bool = False) -> J
     return state
 
 
+class FailureType(str, Enum):
+    """Stable ``error.type`` of a failed job that is not the codec's own (those keep the codec's slug)."""
+
+    CANCELED = "canceled"
+    INPUT_MISSING = "input-missing"
+    JOB_TIMEOUT = "job-timeout"
+    WORKER_LOST = "worker-lost"
+    WORKER_STALLED = "worker-stalled"
+    OUT_OF_MEMORY = "out-of-memory"
+    BACKEND_UNAVAILABLE = "backend-unavailable"
+    FORBIDDEN_JOB = "forbidden-job"
+    INTERNAL_ERROR = "internal-error"
+
+
+@dataclass
+class Outcome:
+    """The one terminal record of a job (``metalic:outcome:{id}``), JSON in Redis.
+
+    Args:
+        state: JobState. succeeded, failed or canceled.
+        execution: str | None. Execution id that produced it (None when the
+            service or the reaper settled the job without running it).
+        attempts: int. Executions that started the job code.
+        ended_at: float. Unix time of the commit.
+        result: dict | None. ``{"bytes", "sha256", "metadata"}`` on success.
+        error: dict | None. ``{"type", "detail"}`` otherwise.
+    """
+
+    state: JobState
+    execution: str | None = None
+    attempts: int = 0
+    ended_at: float = field(default_factory=time.time)
+    result: dict[str, Any] | None = None
+    error: dict[str, str] | None = None
+
+    def to_json(self) -> str:
+        return json.dumps({**asdict(self), "state": self.state.value}, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> Outcome:
+        data = json.loads(raw)
+        data["state"] = JobState(data["state"])
+        return cls(**data)
+
+    @classmethod
+    def failed(cls, error_type: str, detail: str, **kwargs: Any) -> Outcome:
+        state = JobState.CANCELED if error_type == FailureType.CANCELED.value else JobState.FAILED
+        return cls(state=state, error={"type": error_type, "detail": detail}, **kwargs)
+
+
 def upload_key(job_id: str) -> str:
     return f"{KEY_PREFIX}:upload:{job_id}"
 
 
 def bitstream_key(job_id: str) -> str:
     return f"{KEY_PREFIX}:bitstream:{job_id}"
+
+
+def outcome_key(job_id: str) -> str:
+    return f"{KEY_PREFIX}:outcome:{job_id}"
+
+
+def lease_key(job_id: str) -> str:
+    return f"{KEY_PREFIX}:lease:{job_id}"
+
+
+def rate_key(key_id: str, window_start: int) -> str:
+    return f"{KEY_PREFIX}:rate:{key_id}:{window_start}"
 
 
 def cancel_key(job_id: str) -> str:

@@ -12,6 +12,7 @@ from metalic_client._exceptions import (
     BadRequestError,
     ConflictError,
     GoneError,
+    IntegrityError,
     InternalServerError,
     JobCanceledError,
     JobError,
@@ -30,7 +31,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "APIConnectionError", "APIStatusError", "APITimeoutError", "AsyncClient", "AuthenticationError",
-    "BadRequestError", "Client", "ConflictError", "GoneError", "InternalServerError", "Job", "JobCanceledError",
+    "BadRequestError", "Client", "ConflictError", "GoneError", "IntegrityError", "InternalServerError", "Job", "JobCanceledError",
     "JobError", "JobFailedError", "JobLinks", "JobResult", "JobStatus", "MetalicClientError", "NotFoundError",
     "PayloadTooLargeError", "Progress", "RateLimitError", "UnprocessableEntityError", "UnsupportedMediaTypeError",
     "WaitTimeoutError", "__version__",

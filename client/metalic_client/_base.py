@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import email.utils
+import hashlib
 import os
 import random
 import time
@@ -13,7 +16,7 @@ from typing import IO, Any, Callable, Union
 import httpx
 
 from metalic_client import _constants as c
-from metalic_client._exceptions import JobCanceledError, JobFailedError, status_error
+from metalic_client._exceptions import IntegrityError, JobCanceledError, JobFailedError, status_error
 from metalic_client.types import Job, JobStatus
 
 ImageInput = Union[str, os.PathLike, bytes, IO[bytes]]
@@ -55,6 +58,31 @@ def retry_after_seconds(response: httpx.Response | None) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+def header_sha256(response: httpx.Response) -> str | None:
+    """The hex sha256 of a ``Repr-Digest: sha-256=:<base64>:`` header (RFC 9530), or None."""
+    for item in response.headers.get("repr-digest", "").split(","):
+        name, _, value = item.strip().partition("=")
+        if name.strip().lower() == "sha-256" and value.startswith(":") and value.endswith(":"):
+            try:
+                return base64.b64decode(value[1:-1], validate=True).hex()
+            except (binascii.Error, ValueError):
+                return None
+    return None
+
+
+def verified_bitstream(job: Job | str, response: httpx.Response) -> bytes:
+    """The body, once its sha256 matches the job's result and the response's digest (whichever are known)."""
+    data = response.content
+    actual = hashlib.sha256(data).hexdigest()
+    job_id = job.id if isinstance(job, Job) else job
+    expected = [h for h in (header_sha256(response), job.result.sha256 if isinstance(job, Job) and job.result else None)
+                if h]
+    for sha in expected:
+        if sha.lower() != actual:
+            raise IntegrityError(job_id, sha.lower(), actual)
+    return data
 
 
 class BaseClient:

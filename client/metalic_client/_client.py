@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 
 from metalic_client import _constants as c
-from metalic_client._base import BaseClient, ImageInput, ProgressCallback, encode_form, read_input
+from metalic_client._base import BaseClient, ImageInput, ProgressCallback, encode_form, read_input, verified_bitstream
 from metalic_client._exceptions import APIConnectionError, APITimeoutError, WaitTimeoutError
 from metalic_client.types import Job
 
@@ -133,7 +133,12 @@ class Client(BaseClient):
         return self._job(self._request("DELETE", f"/jobs/{_job_id(job)}"))
 
     def download_bitstream(self, job: _JobRef, path: str | Path | None = None) -> bytes:
-        data = self._request("GET", f"/jobs/{_job_id(job)}/bitstream").content
+        """The job's bitstream, checked against its sha256 (and written to ``path`` if given).
+
+        Raises:
+            IntegrityError: the bytes are not the ones the job reported; nothing is written.
+        """
+        data = verified_bitstream(job, self._request("GET", f"/jobs/{_job_id(job)}/bitstream"))
         if path is not None:
             Path(path).write_bytes(data)
         return data
@@ -231,7 +236,8 @@ class AsyncClient(BaseClient):
         return self._job(await self._request("DELETE", f"/jobs/{_job_id(job)}"))
 
     async def download_bitstream(self, job: _JobRef, path: str | Path | None = None) -> bytes:
-        data = (await self._request("GET", f"/jobs/{_job_id(job)}/bitstream")).content
+        """See :meth:`Client.download_bitstream`."""
+        data = verified_bitstream(job, await self._request("GET", f"/jobs/{_job_id(job)}/bitstream"))
         if path is not None:
             Path(path).write_bytes(data)
         return data

@@ -13,7 +13,8 @@
     ├── JobError                    the job ended without success; .job
     │   ├── JobFailedError
     │   └── JobCanceledError
-    └── WaitTimeoutError            the job was not done within the wait timeout
+    ├── WaitTimeoutError            the job was not done within the wait timeout
+    └── IntegrityError              downloaded bytes whose sha256 is not the one the job reported
 """
 
 from __future__ import annotations
@@ -133,3 +134,16 @@ class WaitTimeoutError(MetalicClientError):
     def __init__(self, job: Job, timeout: float):
         self.job = job
         super().__init__(f"job {job.id} still {job.status.value} after {timeout:.0f}s")
+
+
+class IntegrityError(MetalicClientError):
+    """The bitstream's sha256 differs from the job's ``result.sha256`` or the ``Repr-Digest`` header.
+
+    Nothing is written to disk when this is raised.
+    """
+
+    def __init__(self, job_id: str, expected: str, actual: str):
+        self.job_id = job_id
+        self.expected = expected
+        self.actual = actual
+        super().__init__(f"bitstream of job {job_id}: sha256 {actual}, expected {expected}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Response, status
@@ -48,9 +49,12 @@ def get_job(job_id: JobId, owner: OwnerDep, jobs: JobsDep) -> JobPublic:
     summary="Download the bitstream",
 )
 def get_bitstream(job_id: JobId, owner: OwnerDep, jobs: JobsDep) -> Response:
-    data = jobs.bitstream(owner, job_id)
+    """The bytes the job's outcome describes; ``Repr-Digest`` (RFC 9530) carries their sha256 to check."""
+    data, sha256 = jobs.bitstream(owner, job_id)
+    digest = base64.b64encode(bytes.fromhex(sha256)).decode()
     return Response(data, media_type=BITSTREAM_MEDIA_TYPE,
-                    headers={"Content-Disposition": f'attachment; filename="{job_id}.mlic"'})
+                    headers={"Content-Disposition": f'attachment; filename="{job_id}.mlic"',
+                             "Repr-Digest": f"sha-256=:{digest}:", "ETag": f'"{sha256}"'})
 
 
 @router.delete(

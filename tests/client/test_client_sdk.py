@@ -9,6 +9,7 @@ from metalic_client import (
     AsyncClient,
     AuthenticationError,
     Client,
+    IntegrityError,
     InternalServerError,
     Job,
     JobFailedError,
@@ -132,6 +133,49 @@ class TestClient:
     def test_unknown_fields_from_a_newer_server_are_kept(self):
         job = Job.model_validate({**JOB, "new_field": 1})
         assert job.new_field == 1
+
+
+def bitstream_response(data: bytes, digest_of: bytes | None = None) -> httpx.Response:
+    import base64
+    import hashlib
+
+    headers = {}
+    if digest_of is not None:
+        headers["Repr-Digest"] = "sha-256=:" + base64.b64encode(hashlib.sha256(digest_of).digest()).decode() + ":"
+    return httpx.Response(200, content=data, headers=headers)
+
+
+def succeeded(data: bytes) -> Job:
+    import hashlib
+
+    return Job.model_validate({**JOB, "status": "succeeded",
+                               "result": {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}})
+
+
+class TestBitstreamIntegrity:
+    def test_matching_digest_and_job_sha256_pass(self, tmp_path):
+        client, _, _ = make([bitstream_response(b"MLIC-ok", digest_of=b"MLIC-ok")])
+        out = tmp_path / "x.mlic"
+        assert client.download_bitstream(succeeded(b"MLIC-ok"), out) == b"MLIC-ok"
+        assert out.read_bytes() == b"MLIC-ok"
+
+    def test_bytes_other_than_the_jobs_are_refused_and_not_written(self, tmp_path):
+        client, _, _ = make([bitstream_response(b"MLIC-other")])
+        out = tmp_path / "x.mlic"
+        with pytest.raises(IntegrityError) as info:
+            client.download_bitstream(succeeded(b"MLIC-ok"), out)
+        assert info.value.job_id == JOB["id"] and not out.exists()
+
+    def test_a_body_that_disagrees_with_its_digest_header_is_refused(self):
+        client, _, _ = make([bitstream_response(b"truncat", digest_of=b"truncated")])
+        with pytest.raises(IntegrityError):
+            client.download_bitstream("a" * 32)  # only an id: the header alone is checked
+
+    @pytest.mark.anyio
+    async def test_async_client_checks_too(self):
+        client, _, _ = make([bitstream_response(b"MLIC-other")], async_=True)
+        with pytest.raises(IntegrityError):
+            await client.download_bitstream(succeeded(b"MLIC-ok"))
 
 
 class TestAsyncClient:

@@ -1,25 +1,19 @@
-"""worker.jobs.encode_image and EncodeWorker, on the private Redis with the fake encoder."""
+"""worker.jobs.encode_image and EncodeWorker's outcomes, on the private Redis with the fake encoder."""
 
 from __future__ import annotations
 
+import hashlib
 import io
-import time
+import logging
 
 import pytest
+import redis
 from PIL import Image
-from rq import Queue, Retry
-from rq.job import Job, JobStatus
-from rq.registry import StartedJobRegistry
+from rq.job import JobStatus
 
+from tests.worker.worker_helpers import Exits, enqueue, make_queue, outcome, run_burst
 from worker import jobs, protocol
-from worker.main import EncodeWorker
 from worker.protocol import JobState
-
-
-def png(width=24, height=16) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (width, height), (10, 200, 30)).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 @pytest.fixture
@@ -30,40 +24,44 @@ def encoder(fake_codec, monkeypatch):
 
 @pytest.fixture
 def queue(redis_conn):
-    return Queue("test-encode", connection=redis_conn, serializer=protocol.SERIALIZER)
+    return make_queue(redis_conn)
 
 
-def enqueue(queue, options=None, data=None, retries=2) -> Job:
-    job_id = __import__("uuid").uuid4().hex
-    key = protocol.upload_key(job_id)
-    queue.connection.set(key, data if data is not None else png())
-    return queue.enqueue_call(protocol.JOB_FUNCTION, args=(key, options or {"preset": "fast"}), job_id=job_id,
-                              timeout=60, result_ttl=3600, failure_ttl=3600, meta={"owner": "o", "attempts": 0},
-                              retry=Retry(max=retries) if retries else None)
+class Flaky:
+    """An encoder that raises ``errors`` in turn, then encodes with the fake codec."""
+
+    def __init__(self, inner, *errors):
+        self.inner, self.errors, self.calls = inner, list(errors), 0
+
+    def encode(self, image, options, progress=None):
+        self.calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        return self.inner.encode(image, options, progress)
 
 
-def run_burst(queue, **kwargs):
-    worker = EncodeWorker([queue], connection=queue.connection, serializer=protocol.SERIALIZER,
-                          job_monitoring_interval=1, heartbeat_grace=2, **kwargs)
-    worker.work(burst=True, logging_level="WARNING")
-    return worker
+def assert_cleaned_up(queue, job):
+    """Every terminal state leaves no upload and no lease behind."""
+    assert queue.connection.get(protocol.upload_key(job.id)) is None
+    assert queue.connection.get(protocol.lease_key(job.id)) is None
 
 
 class TestEncodeImage:
-    def test_success_stores_bitstream_and_returns_json(self, queue, encoder, fake_codec):
+    def test_success_commits_one_outcome_with_the_bitstream_it_describes(self, queue, encoder, fake_codec):
         job = enqueue(queue)
         run_burst(queue)
         job.refresh()
         assert job.get_status() == JobStatus.FINISHED
-        value = job.return_value()
-        assert set(value) == {"bitstream_key", "bytes", "sha256", "metadata"}
-        bitstream = queue.connection.get(value["bitstream_key"])
-        assert len(bitstream) == value["bytes"]
-        decoded = fake_codec.decode(bitstream).image
-        assert decoded.size == (24, 16)
-        assert job.meta["attempts"] == 1
-        assert job.meta["progress"]["stage"] == "done"
-        assert 0 < queue.connection.ttl(value["bitstream_key"]) <= 3600
+        record = outcome(queue, job.id)
+        assert record.state is JobState.SUCCEEDED and record.attempts == 1
+        bitstream = queue.connection.get(protocol.bitstream_key(job.id))
+        assert record.result["sha256"] == hashlib.sha256(bitstream).hexdigest()
+        assert record.result["bytes"] == len(bitstream)
+        assert job.return_value()["sha256"] == record.result["sha256"]
+        assert fake_codec.decode(bitstream).image.size == (24, 16)
+        assert 0 < queue.connection.ttl(protocol.bitstream_key(job.id)) <= 3600
+        assert 0 < queue.connection.ttl(protocol.outcome_key(job.id)) <= 3600
+        assert_cleaned_up(queue, job)
 
     def test_progress_is_published_in_meta(self, queue, encoder, monkeypatch):
         seen = []
@@ -71,96 +69,123 @@ class TestEncodeImage:
 
         def spy(self, progress):
             seen.append(dict(progress))
+            self.min_interval = 0.0
             original(self, progress)
 
         monkeypatch.setattr(jobs.ProgressPublisher, "publish", spy)
-        monkeypatch.setattr(jobs.ProgressPublisher, "__init__",
-                            lambda self, job, min_interval=0.5: (setattr(self, "job", job),
-                                                                 setattr(self, "min_interval", 0.0),
-                                                                 setattr(self, "_last_write", 0.0),
-                                                                 setattr(self, "_last_stage", None))[0])
         enqueue(queue, {"preset": "fast", "refine_steps": 3})
         run_burst(queue)
         stages = [(p["stage"], p["step"]) for p in seen]
         assert stages[0] == ("loading", 0)
         assert ("refine", 3) in stages
 
-    def test_codec_error_fails_without_retry(self, queue, encoder):
-        # a 32-bit float image: the codec's image policy refuses it
+    def test_codec_error_fails_at_once_with_its_type(self, queue, encoder):
         buf = io.BytesIO()
-        Image.new("F", (8, 8)).save(buf, "TIFF")
-        job = enqueue(queue, {"preset": "fast"}, data=buf.getvalue())
+        Image.new("F", (8, 8)).save(buf, "TIFF")  # a 32-bit float image: the image policy refuses it
+        job = enqueue(queue, data=buf.getvalue())
         run_burst(queue)
         job.refresh()
+        record = outcome(queue, job.id)
+        assert record.state is JobState.FAILED and record.error["type"] == "invalid-image"
+        assert record.attempts == 1
         assert job.get_status() == JobStatus.FAILED
-        assert job.meta["error"]["type"] == "invalid-image"
-        assert job.meta["attempts"] == 1
-        assert protocol.job_state(job.get_status()) is JobState.FAILED
+        assert_cleaned_up(queue, job)
 
     def test_missing_upload_fails_with_input_missing(self, queue, encoder):
         job = enqueue(queue)
         queue.connection.delete(job.args[0])
         run_burst(queue)
-        job.refresh()
-        assert job.get_status() == JobStatus.FAILED
-        assert job.meta["error"]["type"] == "input-missing"
+        assert outcome(queue, job.id).error["type"] == "input-missing"
 
-    def test_cancel_flag_stops_a_running_job(self, queue, encoder):
+    def test_cancel_flag_ends_the_job_canceled(self, queue, encoder):
         job = enqueue(queue)
         queue.connection.set(protocol.cancel_key(job.id), b"1")
         run_burst(queue)
+        record = outcome(queue, job.id)
+        assert record.state is JobState.CANCELED and record.error["type"] == "canceled"
+        assert queue.connection.get(protocol.bitstream_key(job.id)) is None
+        assert_cleaned_up(queue, job)
+
+    def test_internal_error_text_goes_to_the_log_not_the_client(self, queue, encoder, monkeypatch, caplog):
+        monkeypatch.setattr(jobs, "_encoder", Flaky(encoder, KeyError("/srv/secret/path.pt")))
+        job = enqueue(queue)
+        with caplog.at_level(logging.ERROR, logger="metalic.worker"):
+            run_burst(queue)
+        record = outcome(queue, job.id)
+        assert record.error["type"] == "internal-error"
+        assert "secret" not in record.error["detail"]
+        assert "secret" in caplog.text and job.id in caplog.text
+        assert jobs._encoder.calls == 1  # deterministic: not retried
+
+    def test_job_timeout_fails_without_retry(self, queue, encoder, monkeypatch):
+        monkeypatch.setenv("FAKE_STEP_SECONDS", "1.0")
+        job = enqueue(queue, {"preset": "fast", "refine_steps": 10}, timeout=2)
+        run_burst(queue)
+        record = outcome(queue, job.id)
+        assert record.error["type"] == "job-timeout" and record.attempts == 1
+        job.refresh()
+        assert job.retries_left == 0
+
+
+class TestTransientErrors:
+    @pytest.mark.parametrize("error", [redis.ConnectionError("blip"), MemoryError()], ids=["redis-blip", "host-oom"])
+    def test_transient_error_is_retried_and_then_succeeds(self, queue, encoder, monkeypatch, error):
+        monkeypatch.setattr(jobs, "_encoder", Flaky(encoder, error))
+        job = enqueue(queue, retries=2)
+        run_burst(queue)
+        record = outcome(queue, job.id)
+        assert record.state is JobState.SUCCEEDED and record.attempts == 2
+        job.refresh()
+        assert job.retries_left == 1
+        assert jobs._encoder.calls == 2
+
+    def test_cuda_out_of_memory_is_retried(self, queue, encoder, monkeypatch):
+        torch = pytest.importorskip("torch")
+        monkeypatch.setattr(jobs, "_encoder", Flaky(encoder, torch.cuda.OutOfMemoryError("CUDA out of memory.")))
+        job = enqueue(queue, retries=1)
+        run_burst(queue)
+        assert outcome(queue, job.id).state is JobState.SUCCEEDED
+
+    def test_transient_error_without_retries_left_fails_with_its_type(self, queue, encoder, monkeypatch):
+        monkeypatch.setattr(jobs, "_encoder", Flaky(encoder, MemoryError(), MemoryError()))
+        job = enqueue(queue, retries=1)
+        run_burst(queue)
+        record = outcome(queue, job.id)
+        assert record.state is JobState.FAILED and record.error["type"] == "out-of-memory"
+        assert record.attempts == 2
+        assert_cleaned_up(queue, job)
+
+
+class TestOnlyTheEncodeFunctionRuns:
+    def test_a_job_naming_another_function_is_refused_unrun(self, queue, encoder, tmp_path):
+        marker = tmp_path / "ran"
+        job = queue.enqueue_call("os.system", args=(f"touch {marker}",), result_ttl=60, failure_ttl=60)
+        run_burst(queue)
         job.refresh()
         assert job.get_status() == JobStatus.FAILED
-        assert job.meta["error"]["type"] == "canceled"
-        assert protocol.job_state(job.get_status(), cancel_requested=True) is JobState.CANCELED
+        assert not marker.exists()
 
-
-class TestEncodeWorker:
-    def test_heartbeat_ttl_is_interval_plus_grace(self, queue):
-        worker = EncodeWorker([queue], connection=queue.connection, serializer="json",
-                              job_monitoring_interval=3, heartbeat_grace=4)
-        assert worker.get_heartbeat_ttl(None) == 7
-
-    def test_heartbeat_keeps_long_job_registered(self, queue, encoder, monkeypatch):
-        """A job longer than interval + grace stays in the StartedJobRegistry (not abandoned)."""
-        monkeypatch.setenv("FAKE_STEP_SECONDS", "0.5")
-        job = enqueue(queue, {"preset": "fast", "refine_steps": 8})  # ~4 s > 1 + 2 s
-        registry = StartedJobRegistry(queue=queue)
-        alive = []
-
-        def probe():
-            time.sleep(3.5)
-            registry.cleanup()
-            alive.append(job.id in registry.get_job_ids(cleanup=False))
-
-        import threading
-
-        thread = threading.Thread(target=probe)
-        thread.start()
-        run_burst(queue)
-        thread.join()
-        assert alive == [True]
-        job.refresh()
-        assert job.get_status() == JobStatus.FINISHED
-        assert job.meta["attempts"] == 1
-
-    def test_abandoned_job_is_requeued_with_a_retry(self, queue, encoder):
-        """What happens when a worker dies: its registry entry expires and cleanup requeues the job."""
-        job = enqueue(queue, retries=2)
-        worker = EncodeWorker([queue], connection=queue.connection, serializer="json",
-                              job_monitoring_interval=1, heartbeat_grace=1)
-        dequeued, _ = queue.dequeue_any([queue], None, connection=queue.connection, serializer=queue.serializer)
-        execution = worker.prepare_execution(dequeued)
-        worker.prepare_job_execution(dequeued)
-        assert job.get_status() == JobStatus.STARTED
-        # ...and the worker is SIGKILLed here: no more heartbeats.
-        time.sleep(2.2)
-        StartedJobRegistry(queue=queue).cleanup()
-        job.refresh()
-        assert job.get_status() == JobStatus.QUEUED
-        assert job.retries_left == 1
+    def test_a_job_naming_a_callback_is_refused_unrun(self, queue, encoder):
+        job = enqueue(queue)
+        job._failure_callback_name = "os.abort"
+        job.save()
         run_burst(queue)
         job.refresh()
-        assert job.get_status() == JobStatus.FINISHED
-        assert job.meta["attempts"] == 1  # the dead attempt never got to run the job code
-        assert execution.job_id == job.id
+        assert job.get_status() == JobStatus.FAILED
+        assert outcome(queue, job.id) is None  # nothing of it ran
+
+    def test_the_job_class_resolves_nothing_but_encode_image(self, queue):
+        job = enqueue(queue)
+        loaded = type(queue).fetch_job(queue, job.id)
+        assert loaded.func is jobs.encode_image
+        loaded._func_name = "subprocess.call"
+        with pytest.raises(jobs.ForbiddenJobError):
+            loaded.func
+        assert loaded.success_callback is None and loaded.failure_callback is None
+
+
+def test_exits_recorder_is_untouched_by_a_normal_job(queue, encoder):
+    exits = Exits()
+    enqueue(queue)
+    run_burst(queue, exits)
+    assert exits.codes == []
