@@ -1,9 +1,14 @@
 """``metalic serve``: one command, a working service on one machine.
 
-Without ``REDIS_URL`` it starts a private ``redis-server`` (append-only, on a
-free port, data under ``--data-dir``), one ``metalic worker`` process and the
-API. With ``REDIS_URL`` it starts only the API (workers run elsewhere).
-Without ``METALIC_API_KEYS`` it makes one key and prints it.
+Without ``REDIS_URL`` it starts a private ``redis-server`` (loopback only,
+protected mode, a fresh password, append-only with fsync on every write,
+``maxmemory`` with ``noeviction``, data under ``--data-dir``), ``--workers``
+``metalic worker`` processes that it restarts when one exits, and the API.
+With ``REDIS_URL`` it starts only the API (workers run elsewhere). Without
+``METALIC_API_KEYS`` it makes one key and prints it.
+
+SIGINT or SIGTERM stops the API, lets each worker finish its job for up to
+``--drain-timeout`` seconds, then stops Redis.
 """
 
 from __future__ import annotations
@@ -12,14 +17,13 @@ import argparse
 import logging
 import os
 import secrets
-import signal
-import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from service.redis_server import EmbeddedRedis
+from metalic.supervisor import WorkerSupervisor
+from service.redis_server import DEFAULT_MAXMEMORY, EmbeddedRedis
 
 log = logging.getLogger("metalic.serve")
 
@@ -30,13 +34,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
     parser.add_argument("--data-dir", type=Path, help="where the embedded Redis keeps its append-only file "
                         "(default: a new temporary directory)")
-    parser.add_argument("--workers", type=int, default=1, help="worker processes to start with embedded Redis")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes to keep running with embedded Redis")
+    parser.add_argument("--gpus", default="", help="comma-separated CUDA device ids; worker i gets gpus[i %% n] "
+                        "(default: every worker sees what the machine shows)")
+    parser.add_argument("--drain-timeout", type=float, default=60.0,
+                        help="seconds workers get to finish their jobs on shutdown (default 60)")
+    parser.add_argument("--redis-maxmemory", default=DEFAULT_MAXMEMORY,
+                        help=f"maxmemory of the embedded Redis (default {DEFAULT_MAXMEMORY})")
     return parser
 
 
 def worker_command() -> list[str]:
     """The worker process ``serve`` starts: the same entry point as ``metalic worker``."""
     return [sys.executable, "-m", "worker"]
+
+
+def worker_env(base: dict[str, str], gpus: list[str]):
+    """The environment of worker ``i``: the service's, with one GPU of ``gpus`` when some are given."""
+    def env(index: int) -> dict[str, str]:
+        out = dict(base)
+        if gpus:
+            out["CUDA_VISIBLE_DEVICES"] = gpus[index % len(gpus)]
+        return out
+
+    return env
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -49,31 +70,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"metalic serve: no METALIC_API_KEYS set; this run's API key is: {key}", flush=True)
 
     redis_server = None
-    workers: list[subprocess.Popen] = []
+    supervisor = None
     if not (env.get("REDIS_URL") or env.get("METALIC_REDIS_URL")):
         if not EmbeddedRedis.available():
             print("metalic serve: REDIS_URL is not set and no redis-server binary was found; install Redis "
                   "(apt install redis-server) or point REDIS_URL at a server", file=sys.stderr)
             return 2
         data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="metalic-redis-"))
-        redis_server = EmbeddedRedis(data_dir).start()
+        redis_server = EmbeddedRedis(data_dir, password=secrets.token_urlsafe(24),
+                                     maxmemory=args.redis_maxmemory).start()
         env["REDIS_URL"] = redis_server.url
-        log.info("started redis-server on %s (data in %s)", redis_server.url, data_dir)
-        for _ in range(max(args.workers, 0)):
-            workers.append(subprocess.Popen(worker_command(), env=dict(env)))
+        log.info("started redis-server on %s:%d (loopback, password, data in %s)", redis_server.host,
+                 redis_server.port, data_dir)
+        gpus = [g.strip() for g in args.gpus.split(",") if g.strip()]
+        supervisor = WorkerSupervisor(worker_command(), args.workers, worker_env(dict(env), gpus),
+                                      drain_timeout=args.drain_timeout).start()
     try:
         import uvicorn
 
         uvicorn.run("service.main:create_app", factory=True, host=args.host, port=args.port)
     finally:
-        for proc in workers:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in workers:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        if supervisor:
+            supervisor.stop()
         if redis_server:
             redis_server.stop()
     return 0

@@ -99,6 +99,11 @@ def codec_status(exc: MetalicError) -> int:
     return 422
 
 
+def _retry_after(request: Request) -> str:
+    settings = getattr(request.app.state, "settings", None)
+    return str(settings.retry_after if settings is not None else 5)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Replace FastAPI's default handlers so that every error is problem+json."""
 
@@ -130,9 +135,15 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(redis.TimeoutError)
     async def _redis_down(request: Request, exc: redis.RedisError):
         log.warning("redis unavailable: %s", exc)
-        retry_after = str(getattr(request.app.state, "settings", None) and request.app.state.settings.retry_after or 5)
         return problem_response(request, 503, "backend-unavailable", "the job store is unavailable, retry later",
-                                headers={"Retry-After": retry_after})
+                                headers={"Retry-After": _retry_after(request)})
+
+    @app.exception_handler(redis.OutOfMemoryError)
+    async def _redis_full(request: Request, exc: redis.RedisError):
+        # maxmemory with noeviction: Redis refuses new writes rather than drop queued jobs.
+        log.error("redis is full (maxmemory reached): %s", exc)
+        return problem_response(request, 503, "backend-full", "the job store is full, retry later",
+                                headers={"Retry-After": _retry_after(request)})
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):

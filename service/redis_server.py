@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
 import sysconfig
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import redis
+
+
+APPENDFSYNC = "always"
+"""The fsync policy of every Redis metalic runs: the embedded one, the tests' and docker-compose's.
+
+``always`` fsyncs the append-only file before a write is acknowledged, so an
+accepted job survives a crash of Redis itself; ``everysec`` could lose the last
+second of them. tests/e2e/test_deploy_files.py holds compose to this value.
+"""
+
+DEFAULT_MAXMEMORY = "1gb"
+"""``maxmemory`` of the embedded Redis; with ``noeviction``, a full Redis refuses writes (the API answers 503)."""
 
 
 def find_redis_server(binary: str = "redis-server") -> str | None:
@@ -29,7 +43,12 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class EmbeddedRedis:
-    """A ``redis-server`` child process with its data in ``directory``.
+    """A ``redis-server`` child process with its data in ``directory``, bound to loopback.
+
+    Protected mode stays on and, with a ``password``, every client must
+    authenticate: the job queue names the code workers run, so nothing but this
+    machine's own processes with the password may write to it. The password is
+    passed in a config file readable only by this user, not on the command line.
 
     Args:
         directory: Path. Working directory (AOF and RDB files live here).
@@ -37,15 +56,20 @@ class EmbeddedRedis:
         appendonly: bool. Persist every write to the append-only file.
         appendfsync: str. ``always`` (fsync each write), ``everysec`` or ``no``.
         binary: str. Path or name of the redis-server executable.
+        password: str | None. ``requirepass``; None for none (tests).
+        maxmemory: str | None. ``maxmemory`` (e.g. ``1gb``); None for no limit.
     """
 
     def __init__(self, directory: str | Path, port: int | None = None, appendonly: bool = True,
-                 appendfsync: str = "everysec", binary: str = "redis-server", host: str = "127.0.0.1"):
+                 appendfsync: str = APPENDFSYNC, binary: str = "redis-server", host: str = "127.0.0.1",
+                 password: str | None = None, maxmemory: str | None = None):
         self.directory = Path(directory)
         self.host = host
         self.port = port or free_port(host)
         self.appendonly = appendonly
         self.appendfsync = appendfsync
+        self.password = password
+        self.maxmemory = maxmemory
         self.binary = find_redis_server(binary) or binary
         self.process: subprocess.Popen | None = None
 
@@ -55,19 +79,37 @@ class EmbeddedRedis:
 
     @property
     def url(self) -> str:
-        return f"redis://{self.host}:{self.port}/0"
+        auth = f":{quote(self.password, safe='')}@" if self.password else ""
+        return f"redis://{auth}{self.host}:{self.port}/0"
+
+    @property
+    def config_file(self) -> Path:
+        return self.directory / "metalic-redis.conf"
 
     def command(self) -> list[str]:
-        return [
-            self.binary, "--port", str(self.port), "--bind", self.host, "--dir", str(self.directory),
+        command = [self.binary]
+        if self.password:
+            command.append(str(self.config_file))
+        command += [
+            "--port", str(self.port), "--bind", self.host, "--protected-mode", "yes", "--dir", str(self.directory),
             "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", self.appendfsync,
-            "--save", "", "--maxmemory-policy", "noeviction", "--protected-mode", "no",
+            "--save", "", "--maxmemory-policy", "noeviction",
         ]
+        if self.maxmemory:
+            command += ["--maxmemory", self.maxmemory]
+        return command
+
+    def _write_config(self) -> None:
+        fd = os.open(self.config_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(f'requirepass "{self.password}"\n')
 
     def start(self, timeout: float = 10.0) -> EmbeddedRedis:
         self.directory.mkdir(parents=True, exist_ok=True)
+        if self.password:
+            self._write_config()
         self.process = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis(host=self.host, port=self.port, socket_connect_timeout=0.5)
+        client = redis.Redis(host=self.host, port=self.port, password=self.password, socket_connect_timeout=0.5)
         deadline = time.monotonic() + timeout
         while True:
             try:

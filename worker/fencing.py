@@ -98,7 +98,8 @@ class Lease:
         self.released = False
         """True once a commit or requeue gave the lease up: renewals then have nothing to do."""
         self._lock = threading.Lock()
-        self._renew = (renew_connection or connection).register_script(_RENEW)
+        self.renew_connection = renew_connection or connection
+        self._renew = self.renew_connection.register_script(_RENEW)
         self._commit = connection.register_script(_COMMIT)
 
     @property
@@ -120,7 +121,7 @@ class Lease:
             return held
 
     def held(self) -> bool:
-        value = self.connection.get(self.key)
+        value = self.renew_connection.get(self.key)
         return value is not None and value.decode() == self.execution_id
 
     def commit(self, outcome: protocol.Outcome, ttl: int, bitstream: bytes | None = None,

@@ -134,11 +134,15 @@ class Watchdog(threading.Thread):
             self.join()
 
     def run(self) -> None:
-        started = last_change = time.monotonic()
+        started = last_change = last_tick = time.monotonic()
         seen = self.pulse.count
         self.pulse.probe()
         while not self.stopped.wait(self.interval):
             now = time.monotonic()
+            if now - last_tick > 2 * self.interval + 1.0:
+                # The whole process was frozen (SIGSTOP, a suspended VM): the main thread is not to blame.
+                last_change = now
+            last_tick = now
             if self.pulse.count != seen:
                 seen, last_change = self.pulse.count, now
             self.pulse.probe()
@@ -148,12 +152,29 @@ class Watchdog(threading.Thread):
                 self._finish(self.fail_timeout, EXIT_HARD_TIMEOUT)
                 return
             if now - last_change > self.stall_timeout:
+                if not self._still_ours():
+                    return
                 log.error("job %s: the main thread ran no Python for %.0fs (hung in native code); giving the job "
                           "back and exiting", self.lease.job_id, now - last_change)
                 self._finish(self.give_back, EXIT_STALLED)
                 return
             if not self._renew(now):
                 return
+
+    def _still_ours(self) -> bool:
+        """Before acting on a stall: is the lease still this execution's? (Never renews it.)"""
+        try:
+            held = self.lease.released or self.lease.held()
+        except redis.RedisError as exc:
+            if time.monotonic() < self.lease.deadline():
+                return True
+            log.error("job %s: cut off from Redis for a whole lease TTL (%s); exiting", self.lease.job_id, exc)
+            self._exit(EXIT_CUT_OFF)
+            return False
+        if not held:
+            log.error("job %s: execution %s lost its lease; exiting", self.lease.job_id, self.lease.execution_id)
+            self._exit(EXIT_LEASE_LOST)
+        return held
 
     def _renew(self, now: float) -> bool:
         try:

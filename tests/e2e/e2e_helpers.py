@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-from service.redis_server import EmbeddedRedis, free_port
+from service.redis_server import APPENDFSYNC, EmbeddedRedis, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 E2E_DIR = Path(__file__).resolve().parent
@@ -56,12 +56,15 @@ def worker_argv(name: str) -> list[str]:
     return [metalic_executable(), *WORKER_COMMAND[1:], "--name", name]
 
 
+REDIS_PASSWORD = "e2e-redis-password"
+
+
 class Stack:
-    """redis-server (AOF, appendfsync always) + uvicorn + N workers, each logging to a file."""
+    """redis-server (AOF with the deployed fsync policy, a password) + uvicorn + N workers, each logging to a file."""
 
     def __init__(self, tmp: Path, workers: int = 2, extra_env: dict[str, str] | None = None):
         self.tmp = tmp
-        self.redis = EmbeddedRedis(tmp / "redis", appendonly=True, appendfsync="always")
+        self.redis = EmbeddedRedis(tmp / "redis", appendonly=True, appendfsync=APPENDFSYNC, password=REDIS_PASSWORD)
         self.port = free_port()
         self.n_workers = workers
         self.procs: dict[str, subprocess.Popen] = {}

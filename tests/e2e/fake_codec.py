@@ -11,6 +11,7 @@ checks on it and on the real codec.
 from __future__ import annotations
 
 import os
+import signal
 import struct
 import time
 import zlib
@@ -59,8 +60,20 @@ class DecodeResult:
     metadata: dict = field(default_factory=dict)
 
 
+def hang_in_native_code(seconds: float) -> None:
+    """What a deadlocked native call looks like from Python: the main thread never comes back to the
+    interpreter, and RQ's SIGALRM job timeout never gets to run (the signal is blocked, as native
+    code that masks signals or is stuck in an uninterruptible call leaves it)."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+    time.sleep(seconds)
+
+
 class Encoder:
-    """Fake encoder: ``FAKE_STEP_SECONDS`` (env) per progress step, so tests can kill mid-job."""
+    """Fake encoder: ``FAKE_STEP_SECONDS`` (env) per progress step, so tests can kill mid-job.
+
+    ``FAKE_HANG_AT_STEP=n`` with ``FAKE_HANG_SECONDS`` makes step n hang in "native code"
+    (:func:`hang_in_native_code`), for the tests of the worker's watchdog.
+    """
 
     def __init__(self, model: str = "metalic-vr", device: str | None = None):
         self.model = model
@@ -76,7 +89,10 @@ class Encoder:
         bitstream = HEADER.pack(MAGIC, rgb.width, rgb.height, zlib.crc32(payload)) + payload
         bpp = 8 * len(bitstream) / (rgb.width * rgb.height)
         quality = psnr(np.asarray(rgb), np.asarray(decode(bitstream).image))
+        hang_at = int(os.environ.get("FAKE_HANG_AT_STEP", "0"))
         for step in range(1, steps + 1):
+            if step == hang_at:
+                hang_in_native_code(float(os.environ.get("FAKE_HANG_SECONDS", "3600")))
             time.sleep(delay)
             if progress:
                 progress({"stage": "refine", "step": step, "steps": steps, "bpp": bpp, "psnr": quality})

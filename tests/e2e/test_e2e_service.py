@@ -170,10 +170,13 @@ def test_jobs_queued_across_a_redis_restart_all_finish(stack_factory):
 
 
 def test_metalic_serve_starts_redis_api_and_a_worker(tmp_path):
-    """``metalic serve`` without REDIS_URL: one command, a working service."""
+    """``metalic serve`` without REDIS_URL: one command, a working service, whose Redis wants a password
+    and whose worker comes back when it is killed."""
     import os
     import signal
 
+    import psutil
+    import redis
     from e2e_helpers import E2E_DIR
     from service.redis_server import free_port
 
@@ -207,6 +210,26 @@ def test_metalic_serve_starts_redis_api_and_a_worker(tmp_path):
         with Client(url, key) as client:
             job = client.encode(photo(64, 64, 3), target_bpp=0.5, preset="fast", wait_timeout=120)
             assert job.status is JobStatus.SUCCEEDED
+            children = psutil.Process(proc.pid).children()
+            redis_proc = next(c for c in children if "redis-server" in c.name())
+            port = next(c.laddr.port for c in redis_proc.net_connections() if c.status == psutil.CONN_LISTEN)
+            with pytest.raises(redis.AuthenticationError):
+                redis.Redis(host="127.0.0.1", port=port).ping()
+            worker = next(c for c in children if c.cmdline()[-2:] == ["-m", "worker"])
+            worker.kill()  # the OOM killer, say
+            worker.wait(10)
+
+            def restarted():
+                fresh = [c for c in psutil.Process(proc.pid).children() if c.cmdline()[-2:] == ["-m", "worker"]]
+                return fresh and fresh[0].pid != worker.pid and httpx.get(f"{url}/readyz", timeout=2).status_code == 200
+
+            deadline = time.monotonic() + 180
+            while not restarted():
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.5)
+            again = client.encode(photo(48, 64, 4), target_bpp=0.5, preset="fast", wait_timeout=120)
+            assert again.status is JobStatus.SUCCEEDED
+            assert client.download_bitstream(again)  # checked against the job's sha256
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=60)

@@ -115,3 +115,24 @@ class TestProblemsEverywhere:
             assert response.headers["retry-after"] == "7"
             assert c.get("/readyz").status_code == 503
             assert c.get("/healthz").status_code == 200
+
+    def test_a_full_redis_is_503_with_retry_after_not_a_500(self, settings, fake_codec, tmp_path):
+        import redis
+        from fastapi.testclient import TestClient
+
+        from service.main import create_app
+        from service.redis_server import EmbeddedRedis
+
+        with EmbeddedRedis(tmp_path / "full", appendonly=False, maxmemory="3mb") as server:
+            filler = redis.Redis.from_url(server.url)
+            try:
+                for i in range(400):
+                    filler.set(f"filler:{i}", b"x" * 32 * 1024)
+            except redis.OutOfMemoryError:
+                pass
+            full = settings.model_copy(update={"redis_url": server.url})
+            with TestClient(create_app(full, codec=fake_codec.FakeCodec()), raise_server_exceptions=False) as c:
+                response = submit(c, image_bytes(64, 64))
+                assert_problem(response, 503, "backend-full")
+                assert response.headers["retry-after"] == "7"
+            assert filler.keys("rq:job:*") == [] and filler.keys("metalic:upload:*") == []  # nothing half-written
