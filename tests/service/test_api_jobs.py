@@ -41,6 +41,9 @@ class TestGetJob:
         response = client.get(f"/jobs/{job_id}/bitstream", headers=auth())
         assert response.status_code == 200
         assert response.headers["content-type"] == "application/vnd.metalic.bitstream"
+        digest = __import__("base64").b64encode(__import__("hashlib").sha256(response.content).digest()).decode()
+        assert response.headers["repr-digest"] == f"sha-256=:{digest}:"
+        assert response.headers["etag"] == f'"{body["result"]["sha256"]}"'
         assert len(response.content) == body["result"]["bytes"]
         assert fake_codec.decode(response.content).image.size == (40, 30)
 
@@ -84,6 +87,41 @@ class TestCancel:
         assert redis_conn.get(protocol.upload_key(job_id)) is None
         run_worker()
         assert client.get(f"/jobs/{job_id}", headers=auth()).json()["status"] == "canceled"
+
+    def test_cancel_while_the_job_runs_stops_it_at_its_next_step(self, client, redis_conn, fake_codec, monkeypatch):
+        import threading
+        import time
+
+        monkeypatch.setattr(worker_jobs, "_encoder", fake_codec.Encoder())
+        monkeypatch.setenv("FAKE_STEP_SECONDS", "0.2")
+        job_id = submit(client, refine_steps="50").json()["id"]  # about 10 s of steps
+        queue = Queue(protocol.DEFAULT_QUEUE, connection=redis_conn, serializer=protocol.SERIALIZER)
+        seen = {}
+
+        def cancel_when_running():
+            deadline = time.monotonic() + 20
+            while (body := client.get(f"/jobs/{job_id}", headers=auth()).json())["status"] != "running" \
+                    or not (body["progress"] or {}).get("step"):
+                if time.monotonic() > deadline:
+                    return
+                time.sleep(0.05)
+            seen["asked"] = time.monotonic()
+            seen["response"] = client.delete(f"/jobs/{job_id}", headers=auth())
+
+        canceller = threading.Thread(target=cancel_when_running)
+        canceller.start()
+        # The worker runs in the main thread, as `metalic worker` does (signals, the watchdog's pulse).
+        EncodeWorker([queue], connection=redis_conn, serializer=protocol.SERIALIZER).work(
+            burst=True, logging_level="WARNING")
+        ended = time.monotonic()
+        canceller.join()
+        assert seen["response"].status_code == 202 and seen["response"].json()["status"] == "running"
+        assert ended - seen["asked"] < 2  # stopped at its next step, not at the end
+        body = client.get(f"/jobs/{job_id}", headers=auth()).json()
+        assert body["status"] == "canceled" and body["error"]["type"] == "canceled"
+        assert redis_conn.get(protocol.upload_key(job_id)) is None
+        assert redis_conn.get(protocol.bitstream_key(job_id)) is None
+        assert_problem(client.get(f"/jobs/{job_id}/bitstream", headers=auth()), 409, "job-not-succeeded")
 
     def test_cancel_finished_job_is_409(self, client, run_worker):
         job_id = submit(client).json()["id"]
@@ -136,3 +174,26 @@ class TestProblemsEverywhere:
                 assert_problem(response, 503, "backend-full")
                 assert response.headers["retry-after"] == "7"
             assert filler.keys("rq:job:*") == [] and filler.keys("metalic:upload:*") == []  # nothing half-written
+
+
+def test_the_api_reaps_a_dead_workers_job_when_no_worker_is_left(settings, fake_codec, redis_conn):
+    """The API process runs a reaper too: nothing waits for a worker to come back to notice the loss."""
+    import time
+
+    from fastapi.testclient import TestClient
+
+    from service.main import create_app
+    from tests.worker.test_reaper import start_and_die
+
+    fast = settings.model_copy(update={"reap_interval": 0.2})
+    with TestClient(create_app(fast, codec=fake_codec.FakeCodec()), raise_server_exceptions=False) as c:
+        job_id = submit(c).json()["id"]
+        queue = Queue(protocol.DEFAULT_QUEUE, connection=redis_conn, serializer=protocol.SERIALIZER,
+                      job_class=worker_jobs.EncodeJob)
+        start_and_die(queue, queue.fetch_job(job_id))
+        assert c.get(f"/jobs/{job_id}", headers=auth()).json()["status"] == "running"
+        redis_conn.delete(protocol.lease_key(job_id))  # its lease ran out
+        deadline = time.monotonic() + 5
+        while c.get(f"/jobs/{job_id}", headers=auth()).json()["status"] != "queued":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)

@@ -182,3 +182,18 @@ class TestFaults:
         job.refresh()
         assert queue.job_ids == [job.id, later.id]
         assert job.retries_left == 1 and outcome(queue, job.id) is None
+
+    def test_a_killed_workers_job_is_requeued_within_seconds_while_the_others_are_busy(self, workers, queue):
+        victim_job = enqueue(queue, {"preset": "fast", "refine_steps": 60}, retries=2)
+        busy_job = enqueue(queue, {"preset": "fast", "refine_steps": 60}, retries=2)
+        a, b = workers.start("a"), workers.start("b")
+        wait_for(lambda: running_step(victim_job) and running_step(busy_job), 20, "both jobs to run")
+        victim = a if victim_job.worker_name == "a" else b
+        victim.kill()
+        killed_at = time.monotonic()
+        wait_for(lambda: victim_job.get_status(refresh=True) == JobStatus.QUEUED, 10, "the dead worker's job")
+        found_after = time.monotonic() - killed_at
+        assert found_after < 3 + 0.5 + 2  # lease TTL + reaper interval + slack
+        assert busy_job.get_status(refresh=True) == JobStatus.STARTED  # found by a busy worker's reaper thread
+        victim_job.refresh()
+        assert victim_job.retries_left == 1
