@@ -6,6 +6,7 @@ Every field is ``METALIC_<NAME>``; the Redis URL is also read from plain
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 from pydantic import AliasChoices, Field, field_validator
@@ -13,6 +14,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from codec.constants import DEFAULT_MAX_PIXELS
 from worker.protocol import DEFAULT_QUEUE
+
+
+TENANT_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 class Settings(BaseSettings):
@@ -25,7 +29,9 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("REDIS_URL", "METALIC_REDIS_URL", "redis_url"),
     )
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    """Accepted bearer tokens. Several at once, so keys can be rotated without downtime."""
+    """Accepted bearer tokens, several at once. ``tenant:key`` names the tenant a key belongs to: every key of
+    one tenant sees the same jobs, so a key is rotated by adding the new one, then removing the old one.
+    A key with no ``tenant:`` prefix is its own tenant."""
     queue: str = DEFAULT_QUEUE
 
     max_upload_bytes: int = Field(32 * 1024 * 1024, ge=1024)
@@ -38,6 +44,10 @@ class Settings(BaseSettings):
     """Count. Queued plus running jobs one API key may have; past it, 429."""
     retry_after: int = Field(5, ge=1)
     """Seconds. The ``Retry-After`` sent with 429 and 503."""
+    rate_limit: int = Field(1200, ge=0)
+    """Count. Requests one API key may make per ``rate_window`` (polling included); past it, 429. 0 = no limit."""
+    rate_window: int = Field(60, ge=1)
+    """Seconds. The window of ``rate_limit``."""
 
     job_timeout: int = Field(1800, ge=10)
     """Seconds. Hard limit of one encode on a worker (RQ job timeout)."""
@@ -70,3 +80,20 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [key.strip() for key in value.split(",") if key.strip()]
         return value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _check_tenants(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            tenant, sep, key = entry.partition(":")
+            if sep and (not TENANT_RE.fullmatch(tenant) or not key):
+                raise ValueError("an API key entry is 'key' or 'tenant:key' (tenant: letters, digits, . _ -)")
+        return value
+
+    def credentials(self) -> list[tuple[str, str | None]]:
+        """(key, tenant or None) for every accepted key."""
+        out = []
+        for entry in self.api_keys:
+            tenant, sep, key = entry.partition(":")
+            out.append((key, tenant) if sep else (entry, None))
+        return out

@@ -34,29 +34,42 @@ def get_jobs(request: Request) -> JobService:
     return request.app.state.jobs
 
 
-def owner_id(api_key: str) -> str:
+def key_id(api_key: str) -> str:
     """Stable, non-reversible id of an API key: what Redis stores instead of the key."""
     return hashlib.sha256(api_key.encode()).hexdigest()[:32]
 
 
+def owner_id(api_key: str, tenant: str | None = None) -> str:
+    """Who owns the jobs a key makes: its tenant (so every key of it sees them), else the key itself."""
+    if tenant is None:
+        return key_id(api_key)
+    return hashlib.sha256(b"tenant\0" + tenant.encode()).hexdigest()[:32]
+
+
 def require_owner(
+    request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     settings: Annotated[Settings, Depends(get_settings)],
 ) -> str:
-    """Check the bearer token against every accepted key; returns the key's owner id."""
+    """Check the bearer token against every accepted key and count it against its rate limit.
+
+    Returns:
+        str. The owner id of the key's tenant.
+    """
     challenge = {"WWW-Authenticate": 'Bearer realm="metalic"'}
     if credentials is None or not credentials.credentials:
         raise ProblemError(401, "missing-api-key", "send an API key as 'Authorization: Bearer <key>'",
                            headers=challenge)
     token = credentials.credentials.encode()
     matched = None
-    for key in settings.api_keys:
+    for key, tenant in settings.credentials():
         # Compare against every key, in constant time, so timing tells nothing.
         if hmac.compare_digest(token, key.encode()):
-            matched = key
+            matched = (key, tenant)
     if matched is None:
         raise ProblemError(401, "invalid-api-key", "the API key is not valid", headers=challenge)
-    return owner_id(matched)
+    request.app.state.rate_limiter.check(key_id(matched[0]))
+    return owner_id(*matched)
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

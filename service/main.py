@@ -16,6 +16,7 @@ from service.errors import install_error_handlers
 from service.jobs import JobService
 from service.limits import BodyLimitMiddleware
 from service.metrics import Metrics, MetricsMiddleware
+from service.ratelimit import RateLimiter
 from service.routes import compare, decode, encode, health, jobs, ui
 from service.schemas import Problem
 from worker.reaper import Reaper
@@ -80,6 +81,7 @@ def create_app(settings: Settings | None = None, codec: CodecPort | None = None,
     app.state.codec = codec or LibraryCodec(settings.decoder)
     app.state.jobs = job_service
     app.state.metrics = metrics
+    app.state.rate_limiter = RateLimiter(connection, settings.rate_limit, settings.rate_window)
     app.state.decode_waiting = 0
     app.state.decode_limiter = anyio.CapacityLimiter(settings.decode_concurrency)
 

@@ -95,7 +95,8 @@ class TestEncodeRejected:
 
     def test_nothing_is_stored_or_enqueued_on_rejection(self, client, redis_conn):
         submit(client, b"not an image at all")
-        assert [k for k in redis_conn.keys("metalic:*") if not k.startswith(b"metalic:inflight")] == []
+        assert [k for k in redis_conn.keys("metalic:*")
+                if not k.startswith((b"metalic:inflight", b"metalic:rate"))] == []  # (quota and rate counters)
         assert Queue(protocol.DEFAULT_QUEUE, connection=redis_conn).count == 0
 
 
