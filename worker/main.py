@@ -15,10 +15,10 @@ Typical workflow (what ``metalic worker`` does):
 from __future__ import annotations
 
 import argparse
+import inspect
 import logging
 import os
 import socket
-import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -43,6 +43,18 @@ from worker.reaper import Reaper
 from worker.watchdog import Watchdog, hard_exit
 
 log = logging.getLogger("metalic.worker")
+
+
+def with_execution(method: Callable, execution: Execution, *args, **kwargs):
+    """Call an RQ bookkeeping method for ``execution``.
+
+    RQ 3 runs several executions per worker and names the one in each call;
+    RQ 2.10 to 2.x keeps one, ``worker.execution``, which is set when it is
+    registered (:meth:`EncodeWorker.prepare_execution`).
+    """
+    if "execution" in inspect.signature(method).parameters:
+        kwargs["execution"] = execution
+    return method(*args, **kwargs)
 
 
 class EncodeWorker(SimpleWorker):
@@ -111,7 +123,7 @@ class EncodeWorker(SimpleWorker):
             self.set_state(WorkerStatus.BUSY, pipeline=pipe)
             acquired = pipe.execute()[index]
         if acquired == 1:
-            self.executions[execution.id] = execution
+            self.execution = execution  # (RQ 3 keeps a dict of executions behind this property)
             self._leases[execution.id] = lease
             return execution
         # Another execution holds the job (its id was on the queue twice) or it has already ended.
@@ -194,8 +206,8 @@ class EncodeWorker(SimpleWorker):
         job._result = value
         job._status = JobStatus.FINISHED
         try:
-            self.handle_job_success(job=job, queue=queue, started_job_registry=queue.started_job_registry,
-                                    execution=execution)
+            with_execution(self.handle_job_success, execution, job=job, queue=queue,
+                           started_job_registry=queue.started_job_registry)
         except redis.RedisError as exc:
             log.warning("job %s: succeeded, but RQ's bookkeeping failed (%s); the reaper repairs it", job.id, exc)
         return True
@@ -214,7 +226,7 @@ class EncodeWorker(SimpleWorker):
                 else:  # a stopped worker: the job goes back first in line, no retry spent
                     queue._enqueue_job(job, pipeline=pipe, at_front=True)
                 pipe.lrem(queue.intermediate_queue_key, 0, job.id)
-                self.cleanup_execution(job, pipe, execution)
+                with_execution(self.cleanup_execution, execution, job, pipe)
 
             if lease.requeue(writes):
                 log.warning("job %s: %s; requeued (%s retries left)", job.id, failure.type, job.retries_left)
@@ -229,7 +241,8 @@ class EncodeWorker(SimpleWorker):
         job.retries_left = 0
         job.ended_at = now()
         try:
-            self.handle_job_failure(job, queue, exc_string=f"{failure.type}: {failure.detail}", execution=execution)
+            with_execution(self.handle_job_failure, execution, job, queue,
+                           exc_string=f"{failure.type}: {failure.detail}")
         except redis.RedisError as exc:
             log.warning("job %s: failed, but RQ's bookkeeping failed (%s); the reaper repairs it", job.id, exc)
 
@@ -238,7 +251,7 @@ class EncodeWorker(SimpleWorker):
         log.warning("job %s: execution %s dropped its work: %s", job.id, execution.id, why)
         try:
             with self.connection.pipeline() as pipe:
-                self.cleanup_execution(job, pipe, execution)
+                with_execution(self.cleanup_execution, execution, job, pipe)
                 pipe.execute()
         except redis.RedisError:
             pass  # the reaper removes dead entries

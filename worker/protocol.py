@@ -65,33 +65,25 @@ class JobState(str, Enum):
 
 
 _RQ_TO_STATE = {
-    RQJobStatus.CREATED: JobState.QUEUED,
-    RQJobStatus.QUEUED: JobState.QUEUED,
-    RQJobStatus.DEFERRED: JobState.QUEUED,
-    RQJobStatus.SCHEDULED: JobState.QUEUED,
-    RQJobStatus.RATE_LIMITED: JobState.QUEUED,
-    RQJobStatus.READY_TO_ENQUEUE: JobState.QUEUED,
-    RQJobStatus.STARTED: JobState.RUNNING,
-    RQJobStatus.FINISHED: JobState.SUCCEEDED,
-    RQJobStatus.FAILED: JobState.FAILED,
-    RQJobStatus.STOPPED: JobState.CANCELED,
-    RQJobStatus.CANCELED: JobState.CANCELED,
+    "created": JobState.QUEUED,
+    "queued": JobState.QUEUED,
+    "deferred": JobState.QUEUED,
+    "scheduled": JobState.QUEUED,
+    "rate_limited": JobState.QUEUED,
+    "ready_to_enqueue": JobState.QUEUED,
+    "started": JobState.RUNNING,
+    "finished": JobState.SUCCEEDED,
+    "failed": JobState.FAILED,
+    "stopped": JobState.CANCELED,
+    "canceled": JobState.CANCELED,
 }
+"""RQ's status values (strings: RQ releases add statuses, the mapping must not depend on which exist)."""
 
 
-def job_state(rq_status: str | RQJobStatus, cancel_requested: bool = False) -> JobState:
-    """Map an RQ status to the public :class:`JobState`.
-
-    Args:
-        rq_status: str. The status RQ stores in the job hash.
-        cancel_requested: bool. True if ``DELETE /jobs/{id}`` was called: a job that
-            then fails (the worker raised :class:`worker.jobs.JobCanceled`) is
-            reported as canceled, not failed.
-    """
-    state = _RQ_TO_STATE.get(RQJobStatus(rq_status), JobState.FAILED)
-    if state is JobState.FAILED and cancel_requested:
-        return JobState.CANCELED
-    return state
+def job_state(rq_status: str | RQJobStatus) -> JobState:
+    """Map an RQ status to the public :class:`JobState` (used until the job has an :class:`Outcome`)."""
+    value = rq_status.value if isinstance(rq_status, Enum) else str(rq_status)
+    return _RQ_TO_STATE.get(value, JobState.FAILED)
 
 
 class FailureType(str, Enum):
