@@ -16,8 +16,12 @@ import pytest
 import yaml
 from e2e_helpers import API_COMMAND, ROOT, WORKER_COMMAND, metalic_executable
 
+from service.redis_server import APPENDFSYNC
+
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILES = {"cpu": ROOT / "docker" / "Dockerfile", "cuda": ROOT / "docker" / "Dockerfile.cuda"}
+WORKER_SERVICES = ("worker", "worker-gpu", "worker-gpu-1")
+APP_SERVICES = ("api", *WORKER_SERVICES)
 INSTRUCTIONS = {"FROM", "RUN", "CMD", "LABEL", "EXPOSE", "ENV", "ADD", "COPY", "ENTRYPOINT", "VOLUME", "USER",
                 "WORKDIR", "ARG", "ONBUILD", "STOPSIGNAL", "HEALTHCHECK", "SHELL", "MAINTAINER"}
 
@@ -62,7 +66,7 @@ def duration_seconds(value: str) -> float:
 
 class TestCompose:
     def test_services(self, compose):
-        assert {"redis", "api", "worker", "worker-gpu"} <= set(compose["services"])
+        assert {"redis", *APP_SERVICES} <= set(compose["services"])
 
     def test_redis_is_append_only_noeviction_with_health_check(self, compose):
         redis = compose["services"]["redis"]
@@ -76,20 +80,56 @@ class TestCompose:
         assert compose["services"]["api"]["command"] == API_COMMAND
         assert compose["services"]["worker"]["command"] == WORKER_COMMAND
         assert compose["services"]["worker-gpu"]["command"] == WORKER_COMMAND
+        assert compose["services"]["worker-gpu-1"]["command"] == WORKER_COMMAND
 
     def test_every_service_has_a_health_check(self, compose):
         for name, service in compose["services"].items():
             assert service.get("healthcheck", {}).get("test"), f"{name} has no health check"
 
     def test_app_services_wait_for_healthy_redis_and_share_settings(self, compose):
-        for name in ("api", "worker", "worker-gpu"):
+        for name in APP_SERVICES:
             service = compose["services"][name]
             assert service["depends_on"]["redis"]["condition"] == "service_healthy"
-            assert service["environment"]["REDIS_URL"] == "redis://redis:6379/0"
+            assert re.fullmatch(r"redis://:\$\{REDIS_PASSWORD:\?[^}]+\}@redis:6379/0", service["environment"]["REDIS_URL"])
             assert "METALIC_API_KEYS" in service["environment"]
 
+    def test_redis_wants_the_password_the_apps_send(self, compose):
+        redis = compose["services"]["redis"]
+        command = redis["command"]
+        assert command[command.index("--requirepass") + 1].startswith("${REDIS_PASSWORD:?")
+        assert redis["environment"]["REDISCLI_AUTH"].startswith("${REDIS_PASSWORD:?")  # for the health check
+        assert "ports" not in redis  # reachable from the compose network only
+
+    def test_redis_fsyncs_like_the_tests_and_has_a_memory_limit(self, compose):
+        command = compose["services"]["redis"]["command"]
+        assert command[command.index("--appendfsync") + 1] == APPENDFSYNC == "always"
+        assert command[command.index("--maxmemory") + 1]
+        assert command[command.index("--maxmemory-policy") + 1] == "noeviction"
+
+    def test_every_service_runs_under_an_init(self, compose):
+        for name, service in compose["services"].items():
+            assert service.get("init") is True, f"{name} runs as PID 1 without an init"
+
+    def test_each_gpu_worker_reserves_exactly_one_gpu_of_its_own(self, compose):
+        gpus = []
+        for name, service in compose["services"].items():
+            devices = service.get("deploy", {}).get("resources", {}).get("reservations", {}).get("devices", [])
+            if not devices:
+                continue
+            assert service["deploy"]["replicas"] == 1, f"{name}: replicas would share one GPU"
+            (device,) = devices
+            assert "count" not in device and len(device["device_ids"]) == 1, name
+            gpus += device["device_ids"]
+        assert len(gpus) >= 2 and len(set(gpus)) == len(gpus)
+
+    def test_images_are_pinned_to_exact_versions(self, compose):
+        images = [s["image"] for s in compose["services"].values() if "build" not in s]
+        images += [a.split()[0] for path in DOCKERFILES.values() for k, a in parse_dockerfile(path) if k == "FROM"]
+        for image in images:
+            assert re.search(r":\d+\.\d+\.\d+", image), f"{image} is not pinned to a full version"
+
     def test_stop_grace_period_exceeds_job_timeout(self, compose):
-        for name in ("worker", "worker-gpu"):
+        for name in WORKER_SERVICES:
             service = compose["services"][name]
             timeout = float(service["environment"]["METALIC_JOB_TIMEOUT"])
             assert duration_seconds(service["stop_grace_period"]) > timeout
@@ -97,13 +137,14 @@ class TestCompose:
     def test_gpu_worker_reserves_devices_in_a_profile(self, compose):
         gpu = compose["services"]["worker-gpu"]
         assert gpu["profiles"] == ["gpu"]
+        assert compose["services"]["worker-gpu-1"]["profiles"] == ["gpu-1"]
         device = gpu["deploy"]["resources"]["reservations"]["devices"][0]
         assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
         assert gpu["build"]["dockerfile"] == "docker/Dockerfile.cuda"
         assert "profiles" not in compose["services"]["worker"]  # the CPU fallback runs by default
 
     def test_workers_can_scale(self, compose):
-        for name in ("worker", "worker-gpu"):
+        for name in ("worker",):
             assert "container_name" not in compose["services"][name]
             assert "ports" not in compose["services"][name]
 
@@ -117,7 +158,8 @@ class TestCompose:
         if not docker or subprocess.run([docker, "compose", "version"], capture_output=True).returncode != 0:
             pytest.skip("docker compose is not installed; the YAML checks above still ran")
         result = subprocess.run([docker, "compose", "-f", str(COMPOSE), "config", "--quiet"], capture_output=True,
-                                text=True, env={"METALIC_API_KEYS": "k", "PATH": "/usr/bin:/bin:/usr/local/bin"})
+                                text=True, env={"METALIC_API_KEYS": "k", "REDIS_PASSWORD": "p",
+                                                "PATH": "/usr/bin:/bin:/usr/local/bin"})
         assert result.returncode == 0, result.stderr
 
 
@@ -149,6 +191,32 @@ class TestDockerfiles:
             if keyword == "COPY" and "--from" not in args:
                 for source in shlex.split(args)[:-1]:
                     assert (ROOT / source).exists(), f"COPY {source}: not in the repository"
+
+    @pytest.mark.parametrize("kind", DOCKERFILES)
+    def test_every_install_is_pinned_by_constraints(self, kind):
+        installs = [a for k, a in parse_dockerfile(DOCKERFILES[kind]) if k == "RUN" and "pip install" in a]
+        assert installs and all("-c constraints.txt" in a for a in installs)
+
+    def test_the_cpu_image_installs_the_cpu_build_of_torch_first(self):
+        instructions = parse_dockerfile(DOCKERFILES["cpu"])
+        args = dict(a.split("=", 1) for k, a in instructions if k == "ARG" and "=" in a)
+        runs = [a for k, a in instructions if k == "RUN" and "pip install" in a]
+        torch_run = next(a for a in runs if " torch" in a)
+        assert runs.index(torch_run) < next(i for i, a in enumerate(runs) if a.rstrip().endswith(". && rm -rf /root/.cache"))
+        assert "--index-url" in torch_run and args["TORCH_INDEX_URL"] == "https://download.pytorch.org/whl/cpu"
+        assert "torchvision" in torch_run
+        pins = (ROOT / "constraints.txt").read_text()
+        assert re.search(r"^torch==\d", pins, re.M) and re.search(r"^torchvision==\d", pins, re.M)
+
+    def test_the_build_context_leaves_out_history_environments_and_runs(self):
+        ignored = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+                   if line.strip() and not line.startswith("#")]
+        assert {".git", ".venv", "runs", "tests"} <= set(ignored)
+        for path in DOCKERFILES.values():
+            for keyword, args in parse_dockerfile(path):
+                if keyword == "COPY" and "--from" not in args:
+                    for source in shlex.split(args)[:-1]:
+                        assert source not in ignored, f"COPY {source} is excluded by .dockerignore"
 
     def test_default_commands_are_the_e2e_ones(self):
         cmd = {kind: exec_form(next(a for k, a in parse_dockerfile(p) if k == "CMD")) for kind, p in DOCKERFILES.items()}
