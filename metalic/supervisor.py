@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 log = logging.getLogger("metalic.serve")
 
@@ -50,11 +51,14 @@ class WorkerSupervisor:
         env: callable(index) -> dict. The environment of worker ``index`` (e.g. its GPU).
         poll_interval: float. Seconds between two checks.
         drain_timeout: float. Seconds :meth:`stop` waits for running jobs to end.
+        log_dir: Path | None. Append each worker's output to ``worker-{index}.log`` there (else inherit).
     """
 
     def __init__(self, command: Sequence[str], count: int, env: Callable[[int], dict[str, str]],
-                 poll_interval: float = 0.5, drain_timeout: float = 30.0, max_backoff: float = 30.0):
+                 poll_interval: float = 0.5, drain_timeout: float = 30.0, max_backoff: float = 30.0,
+                 log_dir: Path | None = None):
         self.command = list(command)
+        self.log_dir = log_dir
         self.env = env
         self.poll_interval = poll_interval
         self.drain_timeout = drain_timeout
@@ -76,7 +80,13 @@ class WorkerSupervisor:
         return [slot.process.pid if slot.process else None for slot in self.slots]
 
     def _spawn(self, slot: Slot) -> None:
-        slot.process = subprocess.Popen(self.command, env=self.env(slot.index))
+        out = None
+        if self.log_dir is not None:
+            out = (self.log_dir / f"worker-{slot.index}.log").open("ab")
+        slot.process = subprocess.Popen(self.command, env=self.env(slot.index), stdout=out,
+                                        stderr=subprocess.STDOUT if out else None)
+        if out is not None:
+            out.close()  # the child holds its own copy
         slot.started_at = time.monotonic()
         log.info("worker %d started (pid %d)", slot.index, slot.process.pid)
 

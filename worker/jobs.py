@@ -212,6 +212,7 @@ def encode_image(upload_key: str, options: dict) -> dict:
     ttl = job.result_ttl if job.result_ttl and job.result_ttl > 0 else protocol.DEFAULT_RESULT_TTL
     if not lease.commit(outcome, ttl, bitstream=bitstream):
         raise LeaseLost(f"job {job.id}: the bitstream of execution {lease.execution_id} was not published")
+    log.info("job %s: outcome %s committed by execution %s", job.id, outcome.state.value, lease.execution_id)
     job.meta["progress"] = {"stage": "done", "step": None, "steps": None,
                             "bpp": result.metadata.get("bpp"), "psnr": result.metadata.get("psnr")}
     return {"bitstream_key": protocol.bitstream_key(job_id), **summary}

@@ -238,6 +238,7 @@ class EncodeWorker(SimpleWorker):
         if not lease.commit(outcome, outcome_ttl(job, outcome.state)):
             self._drop(job, execution, "lease lost before the failure was recorded")
             return
+        log.info("job %s: outcome %s committed by execution %s", job.id, outcome.state.value, execution.id)
         job.retries_left = 0
         job.ended_at = now()
         try:

@@ -86,10 +86,11 @@ class Reaper:
         self._thread.start()
         return self
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 1.0) -> None:
+        """Ask the loop to end; a pass blocked on Redis is not waited for (the thread is a daemon)."""
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=self.interval + 5)
+            self._thread.join(timeout=timeout)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
@@ -186,6 +187,9 @@ class Reaper:
                 log.warning("reaper: execution %s of job %s is dead (lease %s); job %s", execution_id, job_id,
                             "expired" if lease is None else "taken",
                             "requeued" if action is report.requeued else "ended")
+                if action is report.ended:
+                    log.warning("job %s: outcome %s committed by the reaper", job_id,
+                             "canceled" if canceled else "failed")
             except redis.WatchError:
                 return  # the job moved on meanwhile; the next pass looks again
 

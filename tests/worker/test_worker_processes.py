@@ -18,7 +18,7 @@ import redis
 from rq.job import JobStatus
 
 from service.redis_server import EmbeddedRedis
-from tests.support.proxy import TcpProxy
+from metalic.proxy import TcpProxy
 from tests.support.redis import require_redis_server
 from tests.worker.worker_helpers import enqueue, make_queue, outcome
 from worker.protocol import JobState

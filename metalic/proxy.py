@@ -1,4 +1,7 @@
-"""A TCP proxy that a test can cut: the network between a worker and Redis, failing on purpose."""
+"""A TCP proxy that can be cut or reset: the network between the service's processes and Redis, failing on purpose.
+
+Used by the fault harness (:mod:`metalic.fault_harness`) and the worker tests.
+"""
 
 from __future__ import annotations
 
