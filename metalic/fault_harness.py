@@ -79,7 +79,7 @@ class FaultReport:
                 f"faults {dict(self.faults)}")
 
 
-def test_image(i: int, rng: random.Random) -> bytes:
+def harness_image(i: int, rng: random.Random) -> bytes:
     width, height = rng.choice([48, 64, 80, 96]), rng.choice([48, 64, 80])
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     rgb = np.stack([128 + 90 * np.sin(xx / 7 + i), 128 + 80 * np.cos((xx + yy) / 13), (xx * 3 + yy * 2) % 256], -1)
@@ -134,7 +134,7 @@ def run_faults(jobs: int = 24, workers: int = 3, submit_seconds: float = 20.0, f
     accepted: dict[int, Job] = {}
     try:
         faults.start()
-        images = [test_image(i, rng) for i in range(jobs)]
+        images = [harness_image(i, rng) for i in range(jobs)]
 
         def submit(i: int) -> None:
             time.sleep(submit_seconds * i / max(jobs, 1))
