@@ -90,17 +90,33 @@ def harness_image(i: int, rng: random.Random) -> bytes:
 
 
 class FaultThread(threading.Thread):
-    """Injects one random fault every ``interval`` seconds (jittered) until stopped."""
+    """Injects one fault every ``interval`` seconds (jittered) until stopped.
+
+    Faults come in rounds: each round is the four kinds in a random order, so a
+    short run still sees every kind.
+    """
 
     def __init__(self, stack: LocalStack, interval: float, rng: random.Random, lease_ttl: float):
         super().__init__(name="metalic-faults", daemon=True)
         self.stack, self.interval, self.rng, self.lease_ttl = stack, interval, rng, lease_ttl
         self.counts: Counter = Counter()
         self.stopped = threading.Event()
+        self.resumes: list[threading.Timer] = []
+
+    def finish(self) -> None:
+        """Stop injecting; every paused worker is resumed now."""
+        self.stopped.set()
+        self.join()
+        for timer in self.resumes:
+            timer.cancel()
+            timer.function(*timer.args)
 
     def run(self) -> None:
+        plan: list[str] = []
         while not self.stopped.wait(self.rng.uniform(0.5, 1.5) * self.interval):
-            fault = self.rng.choice(FAULTS)
+            if not plan:
+                plan = self.rng.sample(FAULTS, len(FAULTS))
+            fault = plan.pop()
             pids = self.stack.worker_pids()
             if fault in ("kill", "pause") and not pids:
                 continue
@@ -109,8 +125,11 @@ class FaultThread(threading.Thread):
             elif fault == "pause":
                 pid = self.rng.choice(pids)
                 self.stack.signal_worker(pid, signal.SIGSTOP)
-                self.stopped.wait(self.rng.uniform(0.3, 3.0) * self.lease_ttl)
-                self.stack.signal_worker(pid, signal.SIGCONT)
+                resume = threading.Timer(self.rng.uniform(0.3, 3.0) * self.lease_ttl, self.stack.signal_worker,
+                                         args=(pid, signal.SIGCONT))
+                resume.daemon = True
+                resume.start()
+                self.resumes.append(resume)
             elif fault == "redis-restart":
                 self.stack.restart_redis(down=self.rng.uniform(0.2, 1.5))
             else:
@@ -135,9 +154,11 @@ def run_faults(jobs: int = 24, workers: int = 3, submit_seconds: float = 20.0, f
     try:
         faults.start()
         images = [harness_image(i, rng) for i in range(jobs)]
+        t0 = time.monotonic()
 
         def submit(i: int) -> None:
-            time.sleep(submit_seconds * i / max(jobs, 1))
+            # Submissions spread evenly over submit_seconds, whatever the earlier ones took.
+            time.sleep(max(0.0, t0 + submit_seconds * i / max(jobs, 1) - time.monotonic()))
             with Client(stack.url, API_KEY.split(":", 1)[1], max_retries=12, timeout=15) as client:
                 try:
                     accepted[i] = client.encode(images[i], target_bpp=0.5, preset=preset, wait=False,
@@ -145,10 +166,9 @@ def run_faults(jobs: int = 24, workers: int = 3, submit_seconds: float = 20.0, f
                 except MetalicClientError:
                     report.refused += 1
 
-        with ThreadPoolExecutor(max_workers=4) as pool:
+        with ThreadPoolExecutor(max_workers=8) as pool:
             list(pool.map(submit, range(jobs)))
-        faults.stopped.set()
-        faults.join()
+        faults.finish()
         report.faults = dict(faults.counts)
         report.accepted = len(accepted)
         _collect(stack, accepted, drain_timeout, report)

@@ -73,10 +73,12 @@ class LocalStack:
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
+        extra = dict(self.extra_env)
+        path = os.pathsep.join(p for p in (str(ROOT), extra.pop("PYTHONPATH", ""), env.get("PYTHONPATH", "")) if p)
         env.update({"REDIS_URL": self.proxy.url(REDIS_PASSWORD), "METALIC_API_KEYS": self.api_keys,
                     "METALIC_DEVICE": "cpu", "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore",
-                    "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)})
-        env.update(self.extra_env)
+                    "PYTHONPATH": path})
+        env.update(extra)
         return env
 
     def start(self, timeout: float = 300.0) -> LocalStack:
@@ -88,7 +90,7 @@ class LocalStack:
              "--port", str(self.port)], cwd=ROOT, env=self.env(), stdout=log, stderr=subprocess.STDOUT)
         log.close()
         self.supervisor = WorkerSupervisor(worker_command(), self.n_workers, lambda i: self.env(),
-                                           poll_interval=0.2, max_backoff=2.0, drain_timeout=5,
+                                           poll_interval=0.2, max_backoff=2.0, drain_timeout=20,
                                            log_dir=self.tmp).start()
         self.wait_ready(self.n_workers, timeout)
         threading.Thread(target=self._sample_rss, name="metalic-rss", daemon=True).start()
