@@ -22,7 +22,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from codec.adapt.goal import Goal
@@ -136,10 +136,14 @@ class TestEncodeProperties:
                                                                  "refine_steps": 4, "lambda_steps": 2})
     @example(image=(png_bytes(make_image(48, 48)), 48, 48), options={"target_bpp": 0.01, "preset": "balanced",
                                                                      "refine_steps": 4, "lambda_steps": 2})
-    @settings(max_examples=examples(16), suppress_health_check=SLOW)
+    @settings(max_examples=examples(40), suppress_health_check=SLOW)
     def test_every_accepted_encode_obeys_the_rule(self, encoder, image, options):
         source, width, height = image
         opts = validate_options(options)
+        kind = next((k for k in ("target_bpp", "lmbda", "target_psnr") if k in options), "default λ")
+        event(f"target {kind}, preset {opts.preset}")
+        event(f"source {getattr(source, 'mode', None) or 'file'}")
+        event("size " + ("1 px side" if min(width, height) == 1 else "2-8 px" if max(width, height) <= 8 else "up to 48"))
         assert_obeys_the_rule(encoder.backend, encoder.encode(source, opts), source, opts, width, height)
 
     @given(st.dictionaries(

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from api_helpers import assert_problem, auth, image_bytes, submit
 from fastapi.testclient import TestClient
-from test_api_encode import png_header_only
+
+from tests.support.images import png_header_only
 
 pytest.importorskip("codec.pipeline", reason="the real codec is not importable")
 
@@ -86,3 +87,51 @@ def test_truncated_real_bitstream(real_client):
     from PIL import Image
 
     assert Image.open(io.BytesIO(ok.content)).size == (64, 64)
+
+
+@pytest.fixture
+def real_worker(redis_conn, monkeypatch, settings):
+    """An in-process worker with the real encoder, under the API's pixel limit."""
+    from rq import Queue
+
+    from codec.pipeline import Encoder
+    from worker import jobs as worker_jobs
+    from worker import protocol
+    from worker.main import EncodeWorker
+
+    monkeypatch.setattr(worker_jobs, "_encoder", Encoder(device="cpu", max_pixels=settings.max_pixels))
+
+    def run():
+        queue = Queue(protocol.DEFAULT_QUEUE, connection=redis_conn, serializer=protocol.SERIALIZER)
+        EncodeWorker([queue], connection=redis_conn, serializer=protocol.SERIALIZER).work(
+            burst=True, logging_level="WARNING")
+
+    return run
+
+
+@pytest.mark.parametrize("size", [(1, 1), (2, 3)])
+def test_a_tiny_image_with_a_bpp_target_succeeds(real_client, real_worker, size):
+    # accepted with 202, it used to fail in the worker with an internal error (math domain error)
+    response = submit(real_client, image_bytes(*size), target_bpp="0.5", preset="balanced", refine_steps="6",
+                      lambda_steps="2")
+    assert response.status_code == 202, response.text
+    real_worker()
+    job = real_client.get(f"/jobs/{response.json()['id']}", headers=auth()).json()
+    assert job["status"] == "succeeded", job["error"]
+    meta = job["result"]["metadata"]
+    assert (meta["width"], meta["height"]) == size
+    assert meta["target_reached"] is False and any("out of reach" in w for w in meta["warnings"])
+    assert meta["ms_ssim"] is None  # NaN on the worker, null in JSON
+    bitstream = real_client.get(f"/jobs/{job['id']}/bitstream", headers=auth()).content
+    decoded = real_client.post("/decode", files={"file": ("x.mlic", bitstream)}, headers=auth())
+    assert decoded.status_code == 200
+
+
+@pytest.mark.parametrize("data, form, status, code", [
+    (image_bytes(fmt="TIFF", mode="F"), {}, 422, "unsupported-image-mode"),
+    (image_bytes(), {"model": "bmshj2018-factorized"}, 422, "invalid-options"),
+    (image_bytes(513, 512), {}, 413, "image-too-large"),
+])
+def test_what_a_worker_would_refuse_is_refused_at_submit(real_client, redis_conn, data, form, status, code):
+    assert_problem(submit(real_client, data, **form), status, code)
+    assert not redis_conn.keys("rq:job:*")

@@ -93,7 +93,7 @@ class TestEncodeImage:
         run_burst(queue)
         job.refresh()
         assert job.get_status() == JobStatus.FAILED
-        assert job.meta["error"]["type"] == "invalid-image"
+        assert job.meta["error"]["type"] == "unsupported-image-mode"
         assert job.meta["attempts"] == 1
         assert protocol.job_state(job.get_status()) is JobState.FAILED
 
@@ -164,3 +164,30 @@ class TestEncodeWorker:
         assert job.get_status() == JobStatus.FINISHED
         assert job.meta["attempts"] == 1  # the dead attempt never got to run the job code
         assert execution.job_id == job.id
+
+
+class TestLimits:
+    """The worker applies the API's limits: it reads the same variables."""
+
+    @pytest.fixture
+    def limited(self, monkeypatch, fake_codec):
+        monkeypatch.setenv("METALIC_MAX_PIXELS", "4096")
+        monkeypatch.setenv("METALIC_ENCODER_FACTORY", "fake_codec:Encoder")
+        monkeypatch.setattr(jobs, "_encoder", None)
+        jobs._settings.cache_clear()
+        yield
+        jobs._settings.cache_clear()
+
+    def test_the_encoder_gets_the_pixel_limit_the_api_reads(self, limited):
+        from service.config import Settings
+
+        assert jobs.get_encoder().max_pixels == Settings(api_keys=["k"]).max_pixels == 4096
+
+    @pytest.mark.parametrize("size, state", [((64, 64), JobStatus.FINISHED), ((65, 64), JobStatus.FAILED)])
+    def test_an_image_over_the_limit_fails_as_too_large(self, limited, queue, size, state):
+        job = enqueue(queue, data=png(*size))
+        run_burst(queue)
+        job.refresh()
+        assert job.get_status() == state
+        if state == JobStatus.FAILED:
+            assert job.meta["error"]["type"] == "image-too-large"
