@@ -4,8 +4,8 @@ The page calls it with the original upload and the size of the metalic file, and
 shows the returned files next to the metalic reconstruction. The codecs and the
 byte-budget search are :mod:`codec.baselines`, the same ones ``metalic demo``
 prints. The work is CPU work in the API process (a handful of encodes per
-codec), so it shares the decode endpoint's thread slots instead of adding a
-second pool.
+codec), so it shares the decode endpoint's thread slots, with a wait queue of
+its own, instead of adding a second pool.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from service.schemas import JSON_INTEGER
 router = APIRouter(tags=["compare"])
 
 _CODECS_PATTERN = r"^[ \t]*({0})?[ \t]*(,[ \t]*({0})?[ \t]*)*$".format("|".join(baselines.CODECS))
-"""What ``codecs`` may be: names of :data:`service.baselines.CODECS`, comma-separated, empty items
+"""What ``codecs`` may be: names of :data:`codec.baselines.CODECS`, comma-separated, empty items
 ignored. Spaces and tabs only, spelled out: JSON Schema's ``\\s`` and Python's differ."""
 
 
