@@ -26,82 +26,15 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from codec.adapt.goal import Goal
-from codec.constants import LAMBDA_MAX, LAMBDA_MIN
 from codec.errors import ImageTooLargeError, OptionsError
-from codec.image import SUPPORTED_MODES, load_image
+from codec.image import load_image
 from codec.metrics import psnr
-from codec.options import (MAX_LAMBDA_STEPS, MAX_REFINE_STEPS, PRESETS, ROUNDINGS, TARGET_BPP_RANGE,
-                           TARGET_PSNR_RANGE, EncodeOptions, validate_options)
+from codec.options import MAX_LAMBDA_STEPS, MAX_REFINE_STEPS, PRESETS, ROUNDINGS, EncodeOptions, validate_options
 from codec.pipeline import decode
-from tests.support.images import FILE_FORMATS, file_bytes, image_in_mode, make_image, png_bytes
-from tests.support.properties import examples, exploring
-
-MAX_SIDE = 48
-"""Pixels. Largest side drawn: the max preset's 400 steps stay seconds, not minutes."""
-
-SUITE_REFINE_STEPS = 6
-"""Iterations. Most refinement steps a case draws in the suite (the presets run 90 and 400)."""
-
-SUITE_LAMBDA_STEPS = 3
-"""Iterations. Most λ_k steps a case draws in the suite (the presets run 5 and 20)."""
+from tests.support.images import make_image, png_bytes
+from tests.support.properties import encode_options, examples, images
 
 SLOW = [HealthCheck.too_slow, HealthCheck.data_too_large]
-
-
-def _log_uniform(lo: float, hi: float):
-    return st.floats(math.log(lo), math.log(hi)).map(lambda v: min(hi, max(lo, math.exp(v))))
-
-
-def _with_ends(values, lo: float, hi: float):
-    return st.one_of(st.sampled_from((lo, hi)), values)
-
-
-TARGETS = st.one_of(
-    st.just({}),
-    st.builds(lambda v: {"target_bpp": v}, _with_ends(_log_uniform(*TARGET_BPP_RANGE), *TARGET_BPP_RANGE)),
-    st.builds(lambda v: {"lmbda": v}, _with_ends(_log_uniform(LAMBDA_MIN, LAMBDA_MAX), LAMBDA_MIN, LAMBDA_MAX)),
-    st.builds(lambda v: {"target_psnr": v}, _with_ends(st.floats(*TARGET_PSNR_RANGE), *TARGET_PSNR_RANGE)),
-)
-
-
-@st.composite
-def encode_options(draw) -> dict:
-    """A valid options dict: a target, a preset, any stage switches, short (or the preset's) step counts."""
-    options = dict(draw(TARGETS), preset=draw(st.sampled_from(sorted(PRESETS))))
-    for flag in ("refine", "adapt_lambda", "bias_search", "rate_control"):
-        value = draw(st.sampled_from((None, True, False)))
-        if value is not None:
-            options[flag] = value
-    full = exploring()
-    refine_steps = draw(st.one_of(st.none(), st.integers(0, 40)) if full else st.integers(0, SUITE_REFINE_STEPS))
-    lambda_steps = draw(st.one_of(st.none(), st.integers(0, 20)) if full else st.integers(0, SUITE_LAMBDA_STEPS))
-    if refine_steps is not None:
-        options["refine_steps"] = refine_steps
-    if lambda_steps is not None:
-        options["lambda_steps"] = lambda_steps
-    rounding = draw(st.sampled_from((None, *ROUNDINGS)))
-    if rounding is not None:
-        options["rounding"] = rounding
-    return options
-
-
-@st.composite
-def images(draw, max_side: int = MAX_SIDE):
-    """(source, width, height): a file in a format that holds the mode, or the Pillow image itself."""
-    w, h = draw(st.integers(1, max_side)), draw(st.integers(1, max_side))
-    mode = draw(st.sampled_from(sorted(SUPPORTED_MODES)))
-    seed = draw(st.integers(0, 3))
-    im = image_in_mode(w, h, mode, seed)
-    if draw(st.booleans()):  # photo-like content where Pillow converts to the mode, noise otherwise
-        try:
-            im = make_image(w, h, seed=seed).convert(mode)
-        except ValueError:
-            pass
-    if mode == "P" and draw(st.booleans()):
-        im.info["transparency"] = 0
-    files = [data for fmt in FILE_FORMATS if (data := file_bytes(im, fmt)) is not None]
-    source = draw(st.sampled_from([im, *files]))
-    return source, w, h
 
 
 def assert_obeys_the_rule(backend, res, source, opts: EncodeOptions, width: int, height: int) -> None:

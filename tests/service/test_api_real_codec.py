@@ -1,12 +1,21 @@
-"""Bad input through the real codec (codec.image / codec.options / codec.pipeline): 4xx, never 500."""
+"""Bad input through the real codec (codec.image / codec.options / codec.pipeline): 4xx, never 500.
+
+And what the API accepts, a worker with the real encoder finishes: a job accepted with 202 does
+not fail for a reason that was known at submit time (a property over images and options).
+"""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 from api_helpers import assert_problem, auth, image_bytes, submit
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
 from tests.support.images import png_header_only
+from tests.support.properties import encode_options, examples, images
 
 pytest.importorskip("codec.pipeline", reason="the real codec is not importable")
 
@@ -135,3 +144,35 @@ def test_a_tiny_image_with_a_bpp_target_succeeds(real_client, real_worker, size)
 def test_what_a_worker_would_refuse_is_refused_at_submit(real_client, redis_conn, data, form, status, code):
     assert_problem(submit(real_client, data, **form), status, code)
     assert not redis_conn.keys("rq:job:*")
+
+
+def _form(options: dict) -> dict[str, str]:
+    """Options as the SDK sends them: JSON literals."""
+    return {k: json.dumps(v) if not isinstance(v, str) else v for k, v in options.items()}
+
+
+@given(image=images(max_side=24, files_only=True), options=encode_options(),
+       cut=st.one_of(st.none(), st.integers(8, 400)))
+@settings(max_examples=examples(12), suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
+                                                             HealthCheck.data_too_large])
+def test_a_job_accepted_with_202_does_not_fail(roomy_client, real_worker, image, options, cut):
+    # what can be known at submit time is answered at submit time: a 202 job ends succeeded
+    data = image[0] if cut is None else image[0][:cut]  # a cut file: a truncated upload
+    response = roomy_client.post("/encode", files={"file": ("image", data)}, data=_form(options), headers=auth())
+    event(f"answer {response.status_code}")
+    if response.status_code != 202:
+        assert response.status_code in (413, 415, 422), response.text
+        return
+    real_worker()
+    job = roomy_client.get(f"/jobs/{response.json()['id']}", headers=auth()).json()
+    assert job["status"] == "succeeded", job["error"]
+
+
+@pytest.fixture
+def roomy_client(settings):
+    """The real codec, and more jobs in flight than the cases submit."""
+    from service.main import create_app
+
+    roomy = settings.model_copy(update={"preload_model": "", "max_jobs_in_flight": 10_000})
+    with TestClient(create_app(roomy), raise_server_exceptions=False) as client:
+        yield client
