@@ -69,7 +69,7 @@ class TestEncodeProperties:
                                                                  "refine_steps": 4, "lambda_steps": 2})
     @example(image=(png_bytes(make_image(48, 48)), 48, 48), options={"target_bpp": 0.01, "preset": "balanced",
                                                                      "refine_steps": 4, "lambda_steps": 2})
-    @settings(max_examples=examples(40), suppress_health_check=SLOW)
+    @settings(max_examples=examples(60), suppress_health_check=SLOW)
     def test_every_accepted_encode_obeys_the_rule(self, encoder, image, options):
         source, width, height = image
         opts = validate_options(options)
