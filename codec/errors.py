@@ -31,6 +31,12 @@ class ImageTooLargeError(ImageError):
     type = "image-too-large"
 
 
+class UnsupportedImageModeError(ImageError):
+    """An input image's pixel format is one the image policy refuses (float samples, ...)."""
+
+    type = "unsupported-image-mode"
+
+
 class OptionsError(MetalicError, ValueError):
     """Encode options are absurd or contradictory."""
 

@@ -26,7 +26,7 @@ from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from .bitstream import ImageMode
 from .constants import DEFAULT_MAX_PIXELS, MAX_DIMENSION, PAD_MULTIPLE
-from .errors import ImageError, ImageTooLargeError
+from .errors import ImageError, ImageTooLargeError, UnsupportedImageModeError
 
 FORMATS = {"PNG", "JPEG", "WEBP", "BMP", "TIFF"}
 MAGIC = (
@@ -46,7 +46,11 @@ CONVERTED_MODES = ("P", "CMYK", "YCbCr", "LAB", "RGBX", "HSV")
 
 SUPPORTED_MODES = frozenset({"RGB", "1", "L", *GRAY16_MODES, *ALPHA_MODES, *CONVERTED_MODES})
 """Every Pillow mode the policy accepts; anything else (F, I;16N, ...) is refused.
-The service checks uploads against this set, so it accepts what the codec accepts."""
+The service checks uploads with :func:`probe_image`, this same policy, so it accepts what the codec accepts."""
+
+
+PIXEL_CEILING = int(Image.MAX_IMAGE_PIXELS or DEFAULT_MAX_PIXELS)
+"""Pixels. Pillow's decompression-bomb guard refuses to open larger images, so no ``max_pixels`` reaches past it."""
 
 
 def sniff_format(data: bytes) -> str | None:
@@ -95,7 +99,7 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
             _warnings.simplefilter("error", Image.DecompressionBombWarning)
             im = Image.open(io.BytesIO(data), formats=[fmt])
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageTooLargeError(f"image exceeds the pixel limit of {max_pixels}") from None
+        raise ImageTooLargeError(f"image exceeds the pixel limit of {min(max_pixels, PIXEL_CEILING)}") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise ImageError(f"cannot read the {fmt} image: {e}") from None
     w, h = im.size
@@ -107,14 +111,19 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
 
 
 def probe_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageInfo:
-    """Cheap validation for the API: format by magic bytes, size limits, and a full decode.
+    """The check an upload passes before an encode is queued: the whole policy, as the encoder applies it.
+
+    Format by magic bytes and the size limits from the header first (nothing
+    is decoded past them), then the decode and every conversion of
+    :func:`prepare_image`, so an image this accepts is one the encoder with
+    the same ``max_pixels`` accepts too. ``mode`` is the upload's own.
 
     Raises:
-        ImageError, ImageTooLargeError.
+        ImageError, ImageTooLargeError, UnsupportedImageModeError.
     """
     im = _open(data, max_pixels)
     info = ImageInfo(im.size[0], im.size[1], im.mode, im.format or "")
-    _decode(im)
+    prepare_image(im)
     return info
 
 
@@ -147,6 +156,8 @@ def _to_srgb(im: Image.Image, notes: list[str]) -> Image.Image:
 
 
 def _flatten_alpha(im: Image.Image) -> Image.Image:
+    if im.mode == "La":  # Pillow converts premultiplied gray to nothing but LA
+        im = im.convert("LA")
     rgba = im.convert("RGBA")
     white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
     return Image.alpha_composite(white, rgba).convert("RGB")
@@ -163,7 +174,8 @@ def prepare_image(im: Image.Image) -> LoadedImage:
     im = _to_srgb(im, notes)
     mode = im.mode
     if mode not in SUPPORTED_MODES:
-        raise ImageError("floating-point images are not supported" if mode == "F" else f"unsupported image mode {mode}")
+        raise UnsupportedImageModeError("floating-point images are not supported" if mode == "F"
+                                        else f"unsupported image mode {mode}")
     if mode in GRAY16_MODES:
         arr = np.asarray(im, dtype=np.int64)
         peak = 65535 if mode != "I" or arr.max(initial=0) > 255 else 255

@@ -65,10 +65,10 @@ class EncodeOptions:
 def _number(name: str, value, lo: float, hi: float, kind=float):
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise OptionsError(f"{name} must be a number, got {value!r}")
+    if not math.isfinite(value) or not lo <= value <= hi:  # first: int() of inf or nan raises
+        raise OptionsError(f"{name} must be between {lo} and {hi}, got {value!r}")
     if kind is int and int(value) != value:
         raise OptionsError(f"{name} must be an integer, got {value!r}")
-    if not math.isfinite(value) or not lo <= value <= hi:
-        raise OptionsError(f"{name} must be between {lo} and {hi}, got {value!r}")
     return kind(value)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -56,7 +57,7 @@ def cmd_encode(args) -> int:
 
     opts = validate_options({k: getattr(args, k) for k in keys})
     data = read_file(args.image)
-    probe_image(data)  # a bad image fails before the model loads
+    probe_image(data)  # the whole image policy: a bad image fails before the model loads
     t0 = time.perf_counter()
     enc = Encoder(args.model or DEFAULT_MODEL, device=args.device, weights=args.weights)
     bar = None
@@ -76,11 +77,15 @@ def cmd_encode(args) -> int:
         bar.close()
     Path(args.output).write_bytes(res.bitstream)
     meta = dict(res.metadata, seconds_total=round(time.perf_counter() - t0, 4), output=args.output)
+    if math.isnan(meta["ms_ssim"]):
+        meta["ms_ssim"] = None  # undefined below 161 px a side; JSON has no NaN (the API writes null too)
     if args.json:
-        print(json.dumps(meta | {"seconds": meta["seconds"]["total"], "stage_seconds": meta["seconds"]}))
+        print(json.dumps(meta | {"seconds": meta["seconds"]["total"], "stage_seconds": meta["seconds"]},
+                         allow_nan=False))
     else:
+        ssim = "n/a" if meta["ms_ssim"] is None else f"{meta['ms_ssim']:.4f}"
         print(f"{args.output}: {meta['bytes']} bytes, {meta['bpp']:.4f} bpp, {meta['psnr']:.2f} dB PSNR, "
-              f"{meta['ms_ssim']:.4f} MS-SSIM, {meta['seconds']['total']:.2f} s")
+              f"{ssim} MS-SSIM, {meta['seconds']['total']:.2f} s")
         for w in meta["warnings"]:
             print(f"note: {w}", file=sys.stderr)
     return 0

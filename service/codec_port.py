@@ -15,11 +15,10 @@ from typing import Any, Protocol
 class CodecPort(Protocol):
     """What the API needs of the codec; the image rules and option schema are the codec's own."""
 
-    supported_modes: frozenset[str]
-
     def sniff_format(self, data: bytes) -> str | None: ...
 
-    def probe_image(self, data: bytes, max_pixels: int) -> Any: ...
+    def probe_image(self, data: bytes, max_pixels: int) -> Any:
+        """The codec's whole image policy under ``max_pixels``; raises the codec's ImageError."""
 
     def validate_options(self, options: dict) -> dict: ...
 
@@ -55,12 +54,6 @@ class LibraryCodec:
 
             load_model(model, device)
             self.ready.set()
-
-    @property
-    def supported_modes(self) -> frozenset[str]:
-        from codec.image import SUPPORTED_MODES
-
-        return SUPPORTED_MODES
 
     def sniff_format(self, data: bytes) -> str | None:
         from codec.image import sniff_format

@@ -12,7 +12,8 @@ from typing import Annotated
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from codec.constants import DEFAULT_MAX_PIXELS
+from codec.constants import DEFAULT_MAX_PIXELS, DEFAULT_MODEL
+from codec.image import PIXEL_CEILING
 from worker.protocol import DEFAULT_QUEUE
 
 
@@ -36,8 +37,9 @@ class Settings(BaseSettings):
 
     max_upload_bytes: int = Field(32 * 1024 * 1024, ge=1024)
     """Bytes. Largest accepted image upload (also bounds what one job stores in Redis)."""
-    max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1)
-    """Pixels. Largest accepted width x height, checked from the header before decoding."""
+    max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1, le=PIXEL_CEILING)
+    """Pixels. Largest accepted width x height, checked from the header before decoding. The workers
+    read the same ``METALIC_MAX_PIXELS``, so an upload accepted here is one they encode."""
     max_bitstream_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     """Bytes. Largest bitstream accepted by ``POST /decode``."""
     max_jobs_in_flight: int = Field(8, ge=1)
@@ -68,6 +70,12 @@ class Settings(BaseSettings):
     """Count. Decodes running at once in the API's thread pool."""
     decode_queue: int = Field(16, ge=0)
     """Count. Decodes allowed to wait for a slot; past it, 503 with Retry-After."""
+    probe_concurrency: int = Field(2, ge=1)
+    """Count. Uploads to ``POST /encode`` checked at once (decode plus the image policy) in the thread pool."""
+    probe_queue: int = Field(16, ge=0)
+    """Count. Uploads allowed to wait for a check slot; past it, 503 with Retry-After."""
+    model: str = Field(DEFAULT_MODEL, min_length=1)
+    """Model the workers encode with: the workers' own ``METALIC_MODEL``. ``POST /encode`` takes no other."""
     decode_device: str = "cpu"
     preload_model: str = "metalic-vr"
     """Model the API loads for /decode at startup ("" to load on the first decode instead)."""

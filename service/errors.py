@@ -18,6 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from codec.errors import (
     BitstreamError,
@@ -104,6 +105,21 @@ def _retry_after(request: Request) -> str:
     return str(settings.retry_after if settings is not None else 5)
 
 
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves on this request's path, as the router itself matches it.
+
+    Starlette answers a 405 from the first route whose path matched, so its
+    ``Allow`` named that route's methods only (``GET`` on ``/jobs/{id}``,
+    without ``DELETE``); RFC 9110 asks for all of them.
+    """
+    routes = request.app.router.routes
+    return sorted(method for method in HTTP_METHODS
+                  if any(route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes))
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Replace FastAPI's default handlers so that every error is problem+json."""
 
@@ -120,7 +136,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException):
         code = _code_for_status(exc.status_code)
         detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
-        return problem_response(request, exc.status_code, code, detail, headers=getattr(exc, "headers", None))
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(allowed_methods(request))
+        return problem_response(request, exc.status_code, code, detail, headers=headers or None)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):

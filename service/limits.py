@@ -1,13 +1,19 @@
-"""Request body limits: refuse oversized uploads before they are buffered (413 problem+json)."""
+"""Bounded work per request: body sizes before buffering (413) and CPU work slots (503).
+
+Every limit and the status it gives is in the settings table of docs/SERVICE.md.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from typing import Any
 
+import anyio
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import PROBLEM_JSON, TYPE_PREFIX
+from service.errors import PROBLEM_JSON, TYPE_PREFIX, ProblemError
 
 
 class _TooLarge(Exception):
@@ -81,3 +87,39 @@ class BodyLimitMiddleware:
                 raise
         if exceeded and not started:
             await _send_413(scope, send, limit)
+
+
+class WorkSlots:
+    """CPU work off the event loop: ``concurrency`` calls at once, ``queue`` more waiting, then 503.
+
+    A request past the wait queue is refused at once with ``Retry-After``
+    instead of piling up threads and memory (one full decode of the largest
+    image the limits allow is what each running slot may hold).
+
+    Args:
+        code: str. Problem code of the 503 (``probe-busy``, ``compare-busy``).
+        concurrency: int. Calls running at once, or ``limiter`` to share another pool's slots.
+        queue: int. Calls allowed to wait for a slot.
+        retry_after: int. Seconds sent in ``Retry-After``.
+        limiter: anyio.CapacityLimiter | None. Running slots shared with other work.
+    """
+
+    def __init__(self, code: str, concurrency: int, queue: int, retry_after: int,
+                 limiter: anyio.CapacityLimiter | None = None):
+        self.code = code
+        self.limiter = limiter or anyio.CapacityLimiter(concurrency)
+        self.capacity = int(self.limiter.total_tokens) + queue
+        self.retry_after = retry_after
+        self.waiting = 0
+        """Calls running or waiting now."""
+
+    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)`` in a worker thread once a slot is free; ProblemError 503 when the queue is full."""
+        if self.waiting >= self.capacity:
+            raise ProblemError(503, self.code, "too many requests of this kind in progress, retry later",
+                               headers={"Retry-After": str(self.retry_after)})
+        self.waiting += 1
+        try:
+            return await anyio.to_thread.run_sync(fn, *args, limiter=self.limiter)
+        finally:
+            self.waiting -= 1

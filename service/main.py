@@ -14,12 +14,13 @@ from service.codec_port import CodecPort, LibraryCodec
 from service.config import Settings
 from service.errors import install_error_handlers
 from service.jobs import JobService
-from service.limits import BodyLimitMiddleware
+from service.limits import BodyLimitMiddleware, WorkSlots
 from service.metrics import Metrics, MetricsMiddleware
 from service.ratelimit import RateLimiter
 from service.routes import compare, decode, encode, health, jobs, ui
 from service.schemas import Problem
 from worker.reaper import Reaper
+from service.openapi import complete_schema
 
 log = logging.getLogger("metalic.service")
 
@@ -56,7 +57,7 @@ def create_app(settings: Settings | None = None, codec: CodecPort | None = None,
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        app.state.decode_limiter = anyio.CapacityLimiter(settings.decode_concurrency)
+        _work_slots(app, settings)
         preload = getattr(app.state.codec, "preload", None)
         if preload and settings.preload_model:
             # In a thread: the API answers /healthz at once; /readyz waits for the model.
@@ -83,7 +84,7 @@ def create_app(settings: Settings | None = None, codec: CodecPort | None = None,
     app.state.metrics = metrics
     app.state.rate_limiter = RateLimiter(connection, settings.rate_limit, settings.rate_window)
     app.state.decode_waiting = 0
-    app.state.decode_limiter = anyio.CapacityLimiter(settings.decode_concurrency)
+    _work_slots(app, settings)
 
     install_error_handlers(app)
     app.include_router(encode.router)
@@ -103,9 +104,19 @@ def create_app(settings: Settings | None = None, codec: CodecPort | None = None,
     original_openapi = app.openapi
 
     def openapi():
-        schema = original_openapi()
-        schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = Problem.model_json_schema()
-        return schema
+        if app.openapi_schema is None:
+            app.openapi_schema = complete_schema(original_openapi(), settings)
+        return app.openapi_schema
 
     app.openapi = openapi
     return app
+
+
+def _work_slots(app: FastAPI, settings: Settings) -> None:
+    """The thread-pool slots of the CPU work the API does itself (again in the lifespan: a new event loop)."""
+    app.state.decode_limiter = anyio.CapacityLimiter(settings.decode_concurrency)
+    app.state.probe_slots = WorkSlots("probe-busy", settings.probe_concurrency, settings.probe_queue,
+                                      settings.retry_after)
+    # /compare runs in the decode slots (it is decode-sized work) with a wait queue of its own
+    app.state.compare_slots = WorkSlots("compare-busy", settings.decode_concurrency, settings.decode_queue,
+                                        settings.retry_after, limiter=app.state.decode_limiter)

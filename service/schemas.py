@@ -2,16 +2,67 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
-from codec.options import MAX_LAMBDA_STEPS, MAX_REFINE_STEPS, ROUNDINGS, TARGET_BPP_RANGE, TARGET_PSNR_RANGE
+from codec.constants import LAMBDA_MAX, LAMBDA_MIN
+from codec.options import MAX_LAMBDA_STEPS, MAX_REFINE_STEPS, PRESETS, ROUNDINGS, TARGET_BPP_RANGE, TARGET_PSNR_RANGE
 from worker.protocol import JobState
 
 JobStatus = JobState
 """Public job status: queued, running, succeeded, failed, canceled."""
+
+
+def _form_field(schema: dict, description: str) -> WithJsonSchema:
+    # A multipart form has no null: a field is sent or left out, so the schema
+    # names the one type it takes. The ranges are the codec's own constants;
+    # codec.options.validate_options enforces them (422 invalid-options).
+    return WithJsonSchema({**schema, "description": description})
+
+
+def _written_as_json(kind: str, pattern: str) -> BeforeValidator:
+    """A form value of a JSON-typed field must be spelled as JSON spells it.
+
+    Pydantic's lax parsing also reads ``1.0`` and ``1_000`` as integers and
+    ``yes``, ``on`` or ``1`` as true, which the schema's types do not admit;
+    the SDK and the page send JSON literals.
+    """
+    literal = re.compile(pattern)
+
+    def check(value):
+        if isinstance(value, str) and not literal.fullmatch(value):
+            raise ValueError(f"must be {kind} written as in JSON, got {value!r}")
+        return value
+
+    return BeforeValidator(check)
+
+
+JSON_NUMBER = _written_as_json("a number", r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?")
+JSON_INTEGER = _written_as_json("an integer", r"-?(0|[1-9][0-9]*)")
+JSON_BOOLEAN = _written_as_json("true or false", r"true|false")
+
+TargetBpp = Annotated[float | None, JSON_NUMBER, _form_field(
+    {"type": "number", "minimum": TARGET_BPP_RANGE[0], "maximum": TARGET_BPP_RANGE[1]},
+    "Target bits per pixel of the real file. At most one of target_bpp, lmbda, target_psnr.")]
+Lmbda = Annotated[float | None, JSON_NUMBER, _form_field(
+    {"type": "number", "minimum": LAMBDA_MIN, "maximum": LAMBDA_MAX}, "Rate-distortion λ.")]
+TargetPsnr = Annotated[float | None, JSON_NUMBER, _form_field(
+    {"type": "number", "minimum": TARGET_PSNR_RANGE[0], "maximum": TARGET_PSNR_RANGE[1]},
+    "Target PSNR in dB: the smallest file reaching it.")]
+Preset = Literal[tuple(PRESETS)]
+Switch = Annotated[bool | None, JSON_BOOLEAN,
+                   _form_field({"type": "boolean"}, "Turns one stage on or off; unset: the preset's.")]
+RefineSteps = Annotated[int | None, JSON_INTEGER, _form_field(
+    {"type": "integer", "minimum": 0, "maximum": MAX_REFINE_STEPS}, "Latent refinement steps.")]
+LambdaSteps = Annotated[int | None, JSON_INTEGER, _form_field(
+    {"type": "integer", "minimum": 0, "maximum": MAX_LAMBDA_STEPS}, "λ_k adaptation steps.")]
+Rounding = Annotated[Literal[ROUNDINGS] | None, _form_field(
+    {"type": "string", "enum": list(ROUNDINGS)}, "Quantization surrogate of the refinement.")]
+ModelName = Annotated[str | None, _form_field(
+    {"type": "string", "minLength": 1, "maxLength": 64}, "Model registry slug; only the workers' model is taken.")]
 
 
 class JobCreate(BaseModel):
@@ -25,20 +76,18 @@ class JobCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    target_bpp: float | None = Field(None, allow_inf_nan=False,
-                                     description="Target bits per pixel, {}..{}.".format(*TARGET_BPP_RANGE))
-    lmbda: float | None = Field(None, allow_inf_nan=False, description="Rate-distortion λ, 1e-4..1.")
-    target_psnr: float | None = Field(None, allow_inf_nan=False,
-                                      description="Target PSNR in dB, {}..{}.".format(*TARGET_PSNR_RANGE))
-    preset: Literal["fast", "balanced", "max"] = "balanced"
-    refine: bool | None = None
-    adapt_lambda: bool | None = None
-    bias_search: bool | None = None
-    rate_control: bool | None = None
-    refine_steps: int | None = Field(None, description=f"Latent refinement steps, 0..{MAX_REFINE_STEPS}.")
-    lambda_steps: int | None = Field(None, description=f"λ_k adaptation steps, 0..{MAX_LAMBDA_STEPS}.")
-    rounding: Literal[ROUNDINGS] | None = Field(None, description="Quantization surrogate of the refinement.")
-    model: str | None = Field(None, max_length=64, description="Model registry slug (default: metalic-vr).")
+    target_bpp: TargetBpp = None
+    lmbda: Lmbda = None
+    target_psnr: TargetPsnr = None
+    preset: Preset = "balanced"
+    refine: Switch = None
+    adapt_lambda: Switch = None
+    bias_search: Switch = None
+    rate_control: Switch = None
+    refine_steps: RefineSteps = None
+    lambda_steps: LambdaSteps = None
+    rounding: Rounding = None
+    model: ModelName = None
 
     def options(self) -> dict[str, Any]:
         """The options dict for ``validate_options``: unset fields left out."""

@@ -13,6 +13,16 @@ import pytest
 
 from tests.support.redis import require_redis_server
 
+# Property tests (hypothesis, schemathesis) are derandomized in the suite, so a
+# run is reproducible; METALIC_HYPOTHESIS_PROFILE=explore draws new cases
+# (pass --hypothesis-seed to replay one run). Each test sets its own bounded
+# max_examples, scaled by METALIC_PROPERTY_SCALE (tests/support/properties.py).
+from hypothesis import settings as _hypothesis_settings  # noqa: E402
+
+_hypothesis_settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+_hypothesis_settings.register_profile("explore", derandomize=False, deadline=None, print_blob=True)
+_hypothesis_settings.load_profile(os.environ.get("METALIC_HYPOTHESIS_PROFILE", "ci"))
+
 TESTS_DIR = Path(__file__).resolve().parent
 FAKE_CODEC_DIR = TESTS_DIR / "e2e"
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from codec.constants import DEFAULT_MAX_PIXELS
+from codec.image import PIXEL_CEILING
 from worker.protocol import DEFAULT_QUEUE
 
 
@@ -23,11 +25,15 @@ class WorkerSettings(BaseSettings):
     )
     queue: str = DEFAULT_QUEUE
     model: str = Field("metalic-vr", min_length=1)
-    """Registry slug of the model the worker preloads (the job's own ``model`` option wins)."""
+    """Registry slug of the one model this worker encodes with; the API reads the same ``METALIC_MODEL``
+    and refuses jobs that name another."""
     device: str | None = None
     """``cuda``, ``cuda:1`` or ``cpu``; unset means CUDA when present, else CPU."""
+    max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1, le=PIXEL_CEILING)
+    """Pixels. Largest width x height the encoder takes: the API's ``METALIC_MAX_PIXELS``, read
+    from the same variable, so a job the API accepted is one this worker encodes."""
     encoder_factory: str = "codec.pipeline:Encoder"
-    """``module:attribute`` called as ``factory(model=..., device=...)``. A test seam."""
+    """``module:attribute`` called as ``factory(model=..., device=..., max_pixels=...)``. A test seam."""
 
     worker_ttl: int = Field(75, ge=5)
     """Seconds. TTL of the worker's registration; RQ blocks on the queue for TTL - 15 s."""

@@ -25,6 +25,7 @@ import redis
 from rq import get_current_job
 from rq.job import Job
 
+from codec.constants import DEFAULT_MAX_PIXELS
 from worker import protocol
 from worker.failures import InputMissingError, JobCanceled
 from worker.fencing import Lease, LeaseLost, current_lease, with_redis_retry
@@ -98,13 +99,15 @@ def import_object(path: str) -> Any:
     return obj
 
 
-def load_encoder(model: str = "metalic-vr", device: str | None = None, factory: str = "codec.pipeline:Encoder") -> Any:
+def load_encoder(model: str = "metalic-vr", device: str | None = None, factory: str = "codec.pipeline:Encoder",
+                 max_pixels: int = DEFAULT_MAX_PIXELS) -> Any:
     """Load the encoder once for this process and keep it for every later job.
 
     Args:
         model: str. Registry slug of the model to load.
         device: str | None. Torch device; None lets the codec pick CUDA when present.
         factory: str. ``module:attribute`` of the encoder class or factory.
+        max_pixels: int. Largest image the encoder takes (the API's limit, ``METALIC_MAX_PIXELS``).
 
     Returns:
         The encoder object (``.encode(image, options, progress)``).
@@ -113,7 +116,7 @@ def load_encoder(model: str = "metalic-vr", device: str | None = None, factory: 
     with _encoder_lock:
         if _encoder is None:
             started = time.perf_counter()
-            _encoder = import_object(factory)(model=model, device=device)
+            _encoder = import_object(factory)(model=model, device=device, max_pixels=max_pixels)
             log.info("loaded encoder %s (model %s) in %.1fs", factory, model, time.perf_counter() - started)
         return _encoder
 
@@ -122,7 +125,7 @@ def get_encoder() -> Any:
     """The process's encoder, loaded with the environment's settings on first use."""
     if _encoder is None:
         settings = _settings()
-        return load_encoder(settings.model, settings.device, settings.encoder_factory)
+        return load_encoder(settings.model, settings.device, settings.encoder_factory, settings.max_pixels)
     return _encoder
 
 

@@ -292,7 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = WorkerSettings(**overrides)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     jobs._settings.cache_clear()
-    jobs.load_encoder(settings.model, settings.device, settings.encoder_factory)
+    jobs.load_encoder(settings.model, settings.device, settings.encoder_factory, settings.max_pixels)
 
     base_name = args.name or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     connection = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=30,

@@ -260,6 +260,9 @@ class TargetRate(_Steered):
     """
 
     def __init__(self, aim: float, band: float, start_bpp: float, lmbda_range: tuple[float, float]):
+        if not aim > 0 or not band > 0:
+            # the steering moves log λ by log(aim / rate): a rate at or below zero has no logarithm
+            raise ValueError(f"a rate objective needs a positive aim and band, got aim={aim!r}, band={band!r}")
         super().__init__(lmbda_range)
         self.aim, self.band, self.start_bpp, self.offset = aim, band, start_bpp, 0.0
         self.goal = Goal("bpp", aim, band / aim)

@@ -4,27 +4,32 @@ The page calls it with the original upload and the size of the metalic file, and
 shows the returned files next to the metalic reconstruction. The codecs and the
 byte-budget search are :mod:`codec.baselines`, the same ones ``metalic demo``
 prints. The work is CPU work in the API process (a handful of encodes per
-codec), so it shares the decode endpoint's thread slots instead of adding a
-second pool.
+codec), so it shares the decode endpoint's thread slots, with a wait queue of
+its own, instead of adding a second pool.
 """
 
 from __future__ import annotations
 
 import base64
 import io
+import re
 from typing import Annotated
 
-import anyio
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from PIL import Image
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, WithJsonSchema
 
 from codec import baselines
 from service.deps import OwnerDep, SettingsDep
 from service.errors import ProblemError
-from service.routes.jobs import PROBLEM_RESPONSES
+from service.openapi import problem_responses
+from service.schemas import JSON_INTEGER
 
 router = APIRouter(tags=["compare"])
+
+_CODECS_PATTERN = r"^[ \t]*({0})?[ \t]*(,[ \t]*({0})?[ \t]*)*$".format("|".join(baselines.CODECS))
+"""What ``codecs`` may be: names of :data:`codec.baselines.CODECS`, comma-separated, empty items
+ignored. Spaces and tabs only, spelled out: JSON Schema's ``\\s`` and Python's differ."""
 
 
 class BaselinePublic(BaseModel):
@@ -72,7 +77,7 @@ def _compare(data: bytes, budget: int, names: list[str], max_pixels: int) -> Com
 @router.post(
     "/compare",
     response_model=ComparePublic,
-    responses={code: PROBLEM_RESPONSES[code] for code in (401, 413, 415, 422)},
+    responses=problem_responses(401, 413, 415, 422, 503),
     summary="JPEG, WebP and AVIF at the same number of bytes",
 )
 async def compare(
@@ -80,8 +85,12 @@ async def compare(
     owner: OwnerDep,
     settings: SettingsDep,
     file: Annotated[UploadFile, File(description="The original image (PNG, JPEG, WebP, BMP or TIFF).")],
-    budget: Annotated[int, Form(ge=1, le=1 << 30, description="Bytes each baseline may use: the metalic file size.")],
-    codecs: Annotated[str | None, Form(description="Comma-separated subset of jpeg, webp, avif.")] = None,
+    budget: Annotated[int, Form(ge=1, le=1 << 30, description="Bytes each baseline may use: the metalic file size."),
+                      JSON_INTEGER],  # after Form: before it, the bounds leave the schema
+    codecs: Annotated[str | None, Form(), WithJsonSchema({
+        "type": "string", "pattern": _CODECS_PATTERN,
+        "description": f"Comma-separated subset of {', '.join(baselines.CODECS)} (default: every one this "
+                       "server can write)."})] = None,
 ) -> ComparePublic:
     """For each codec, the highest quality whose file is at most ``budget`` bytes, with its PSNR."""
     data = await file.read(settings.max_upload_bytes + 1)
@@ -95,11 +104,10 @@ async def compare(
     if codecs is None:
         names = have
     else:
-        names = [name.strip() for name in codecs.split(",") if name.strip()]
-        unknown = [name for name in names if name not in baselines.CODECS]
-        if unknown:
-            raise ProblemError(422, "invalid-options", f"unknown codec(s) {', '.join(unknown)}; "
+        names = [name.strip(" \t") for name in codecs.split(",") if name.strip(" \t")]
+        if not re.fullmatch(_CODECS_PATTERN, codecs):
+            unknown = [name for name in names if name not in baselines.CODECS]
+            raise ProblemError(422, "invalid-options", f"unknown codec(s) {', '.join(map(repr, unknown))}; "
                                                        f"known: {', '.join(baselines.CODECS)}")
         names = [name for name in names if name in have]
-    return await anyio.to_thread.run_sync(_compare, data, budget, names, settings.max_pixels,
-                                          limiter=request.app.state.decode_limiter)
+    return await request.app.state.compare_slots.run(_compare, data, budget, names, settings.max_pixels)

@@ -8,34 +8,17 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Response, status
 
 from service.deps import JobsDep, OwnerDep
-from service.errors import PROBLEM_JSON
-from service.schemas import JobPublic, Problem
-
-BITSTREAM_MEDIA_TYPE = "application/vnd.metalic.bitstream"
-
-_problem = {"model": Problem, "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
-PROBLEM_RESPONSES: dict[int | str, dict] = {
-    401: {**_problem, "description": "Missing or invalid API key"},
-    404: {**_problem, "description": "No such job for this API key"},
-    409: {**_problem, "description": "The job is not in a state that allows this"},
-    410: {**_problem, "description": "The result has expired"},
-    413: {**_problem, "description": "Upload or image too large"},
-    415: {**_problem, "description": "Not an accepted image format"},
-    422: {**_problem, "description": "Invalid input"},
-    429: {**_problem, "description": "Too many jobs in flight for this key; see Retry-After"},
-    503: {**_problem, "description": "Backend unavailable; see Retry-After"},
-}
+# PROBLEM_RESPONSES is also imported from here by the other route modules
+from service.openapi import BITSTREAM_MEDIA_TYPE, PROBLEM_RESPONSES, problem_responses  # noqa: F401
+from service.schemas import JobPublic
 
 JobId = Annotated[str, Path(description="Job id (32 hex digits).", max_length=64)]
 
 router = APIRouter(tags=["jobs"])
 
 
-def _pick(*codes: int) -> dict:
-    return {code: PROBLEM_RESPONSES[code] for code in codes}
-
-
-@router.get("/jobs/{job_id}", response_model=JobPublic, responses=_pick(401, 404, 503), summary="Job status")
+@router.get("/jobs/{job_id}", response_model=JobPublic, responses=problem_responses(401, 404, 422, 503),
+            summary="Job status")
 def get_job(job_id: JobId, owner: OwnerDep, jobs: JobsDep) -> JobPublic:
     """Status, progress while running, result metadata when done, error on failure."""
     return jobs.public(jobs.get(owner, job_id))
@@ -45,7 +28,7 @@ def get_job(job_id: JobId, owner: OwnerDep, jobs: JobsDep) -> JobPublic:
     "/jobs/{job_id}/bitstream",
     response_class=Response,
     responses={200: {"content": {BITSTREAM_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}},
-                     "description": "The encoded bitstream"}, **_pick(401, 404, 409, 410, 503)},
+                     "description": "The encoded bitstream"}, **problem_responses(401, 404, 409, 410, 422, 503)},
     summary="Download the bitstream",
 )
 def get_bitstream(job_id: JobId, owner: OwnerDep, jobs: JobsDep) -> Response:
@@ -61,7 +44,7 @@ def get_bitstream(job_id: JobId, owner: OwnerDep, jobs: JobsDep) -> Response:
     "/jobs/{job_id}",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobPublic,
-    responses=_pick(401, 404, 409, 503),
+    responses=problem_responses(401, 404, 409, 422, 503),
     summary="Cancel a job",
 )
 def cancel_job(job_id: JobId, owner: OwnerDep, jobs: JobsDep) -> JobPublic:

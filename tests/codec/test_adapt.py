@@ -33,6 +33,7 @@ from codec.options import RATE_TOLERANCE, validate_options
 from codec.pipeline import Encoder, decode
 from codec.rate import index_to_lambda, lambda_to_index
 from codec.weights import LoadedModel
+from tests.support.images import make_image
 from tests.support.models import SMALL, png_bytes, save_weights, small_net, synthetic_image
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -350,6 +351,33 @@ class TestRateControl:
         assert "below the forward pass" in m["stages"]["refine"]["reason"]
         assert m["bpp"] < lowest
         assert np.array_equal(decode(res.bitstream).rgb, res.reconstruction)
+
+    def test_target_rate_refuses_an_aim_with_no_logarithm(self):
+        with pytest.raises(ValueError, match="positive aim"):
+            TargetRate(aim=-71.5, band=0.005, start_bpp=680.0, lmbda_range=(1e-3, 1e-1))
+
+    @pytest.mark.parametrize("size, preset", [((1, 1), "balanced"), ((2, 3), "max"), ((48, 48), "balanced")])
+    def test_a_target_below_the_later_stages_own_bytes_is_encoded_as_close_as_it_gets(self, encoder, weights, size,
+                                                                                     preset):
+        # 9 bytes of λ_k are 72 bpp on one pixel: reserving them for 0.5 bpp (or 0.01 bpp on
+        # 48x48) left the refinement a negative aim, and log() of it ended the encode
+        w, h = size
+        target = 0.01 if size == (48, 48) else 0.5
+        res = encoder.encode(png_bytes(synthetic_image(w, h)), {"target_bpp": target, "preset": preset,
+                                                                "refine_steps": 4, "lambda_steps": 2})
+        assert res.metadata["target_reached"] is False
+        assert any("out of reach" in w for w in res.metadata["warnings"])
+        assert np.array_equal(decode(res.bitstream, weights=str(weights)).rgb, res.reconstruction)
+
+    def test_the_final_file_is_the_best_coded_one_when_the_reserved_bytes_go_unspent(self):
+        # the shipped model, 48x48 at 0.5 bpp: the forward pass lands inside the tolerance; the
+        # refinement, aiming 72/2304 bpp lower for λ_k that were then not kept, lands below it
+        png = png_bytes(np.asarray(make_image(48, 48)))
+        res = Encoder(device="cpu").encode(png, {"target_bpp": 0.5, "preset": "balanced"})
+        m = res.metadata
+        assert m["target_reached"] is True, m["stages"]
+        assert m["stages"]["adapt_lambda"]["kept"] is False
+        assert m["stages"]["final"]["bpp"] == round(m["bpp"], 6) == round(m["stages"]["forward"]["bpp"], 6)
 
     def test_unreachable_target_is_reported(self, encoder):
         res = encoder.encode(png_bytes(synthetic_image(64, 64)),

@@ -24,6 +24,7 @@ import numpy as np
 
 from codec import image as codec_image
 from codec import options as codec_options
+from codec.constants import DEFAULT_MAX_PIXELS
 from codec.errors import BitstreamError
 from codec.metrics import psnr
 
@@ -36,16 +37,15 @@ STEPS = {"fast": 4, "balanced": 10, "max": 20}
 # the service and worker tests see exactly what the real codec accepts and refuses.
 probe_image = codec_image.probe_image
 sniff_format = codec_image.sniff_format
-SUPPORTED_MODES = codec_image.SUPPORTED_MODES
 
 
 def validate_options(options: dict) -> dict:
     return codec_options.validate_options(options).to_dict()
 
 
-def _rgb(image) -> Image.Image:
+def _rgb(image, max_pixels: int) -> Image.Image:
     """The input under the codec's image policy (a refused image raises the codec's ImageError)."""
-    return Image.fromarray(codec_image.load_image(image).rgb)
+    return Image.fromarray(codec_image.load_image(image, max_pixels).rgb)
 
 
 @dataclass
@@ -75,13 +75,15 @@ class Encoder:
     (:func:`hang_in_native_code`), for the tests of the worker's watchdog.
     """
 
-    def __init__(self, model: str = "metalic-vr", device: str | None = None):
+    def __init__(self, model: str = "metalic-vr", device: str | None = None,
+                 max_pixels: int = DEFAULT_MAX_PIXELS):
         self.model = model
         self.device = device or "cpu"
+        self.max_pixels = max_pixels
 
     def encode(self, image, options: dict, progress=None) -> EncodeResult:
         started = time.perf_counter()
-        rgb = _rgb(image)
+        rgb = _rgb(image, self.max_pixels)
         opts = codec_options.validate_options(options)
         steps = opts.refine_steps or STEPS[opts.preset]
         delay = float(os.environ.get("FAKE_STEP_SECONDS", "0.01"))
@@ -124,8 +126,6 @@ def decode(data: bytes, device: str = "cpu", max_pixels: int = 16384 * 16384) ->
 
 class FakeCodec:
     """:class:`service.codec_port.CodecPort` over this module."""
-
-    supported_modes = SUPPORTED_MODES
 
     def sniff_format(self, data: bytes) -> str | None:
         return sniff_format(data)

@@ -16,7 +16,8 @@ import httpx
 import numpy as np
 import pytest
 from e2e_helpers import API_KEY, OTHER_KEY, ROOT, use_fake_codec
-from metalic_client import AsyncClient, Client, JobStatus, NotFoundError
+from metalic_client import (AsyncClient, Client, JobStatus, NotFoundError, PayloadTooLargeError,
+                            UnprocessableEntityError)
 from PIL import Image
 
 from tests.support.redis import require_redis_server
@@ -103,6 +104,27 @@ def test_cli_encode_and_decode(stack_factory, tmp_path):
     assert Image.open(tmp_path / "out.png").size == (64, 48)
     bad = subprocess.run([*cli, "decode", str(image)], env=env, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1 and "invalid-bitstream" in bad.stderr
+
+
+def test_tiny_images_encode_and_what_a_worker_refuses_is_refused_at_submit(stack_factory):
+    # the API and the worker read one METALIC_MAX_PIXELS; a 1x1 or 2x3 image at 0.5 bpp used to be
+    # accepted with 202 and then fail in the worker (math domain error in the rate control)
+    stack = stack_factory(workers=1, extra_env={"METALIC_MAX_PIXELS": "4096"})
+    with Client(stack.url, API_KEY) as client:
+        for w, h in ((1, 1), (2, 3), (64, 64)):
+            job = client.encode(photo(w, h, w), target_bpp=0.5, preset="balanced", refine_steps=8, lambda_steps=2,
+                                poll_interval=0.1, wait_timeout=240)
+            meta = job.result.metadata
+            assert job.status is JobStatus.SUCCEEDED and (meta["width"], meta["height"]) == (w, h)
+            assert meta["target_reached"] or any("out of reach" in n for n in meta["warnings"])
+            assert w * h == 4096 or meta["target_reached"] is False  # the header alone is hundreds of bpp
+            assert local_decode(client.download_bitstream(job)).shape == (h, w, 3)
+        with pytest.raises(PayloadTooLargeError) as too_large:
+            client.encode(photo(65, 64, 0), target_bpp=0.5, wait=False)
+        assert too_large.value.code == "image-too-large"
+        with pytest.raises(UnprocessableEntityError) as other_model:
+            client.encode(photo(8, 8, 0), target_bpp=0.5, model="bmshj2018-factorized", wait=False)
+        assert other_model.value.code == "invalid-options"
 
 
 def wait_for(predicate, timeout: float, interval: float = 0.05):

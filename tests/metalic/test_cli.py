@@ -7,7 +7,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from tests.support.images import make_image
+from tests.support.images import image_in_mode, make_image
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -51,3 +51,24 @@ class TestCLI:
         assert r.returncode == 2 and "version" in r.stderr
         r = self.run("encode", str(tmp_path / "junk.png"), "-o", str(tmp_path / "x.mlic"), "--bpp", "-3")
         assert r.returncode == 2
+        image_in_mode(8, 8, "F").save(tmp_path / "float.tif")
+        r = self.run("encode", str(tmp_path / "float.tif"), "-o", str(tmp_path / "x.mlic"), "--preset", "fast")
+        assert r.returncode == 2 and "floating-point" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+    def test_tiny_images_with_a_bpp_target_encode_as_close_as_they_get(self, tmp_path):
+        # the header alone is hundreds of bpp: this used to end in "ValueError: math domain error", exit 1
+        for w, h in ((1, 1), (2, 3)):
+            make_image(w, h).save(tmp_path / "tiny.png")
+            r = self.run("encode", str(tmp_path / "tiny.png"), "-o", str(tmp_path / "tiny.mlic"), "--bpp", "0.5",
+                         "--json")
+            assert r.returncode == 0, r.stderr
+            meta = json.loads(r.stdout, parse_constant=_not_json)
+            assert (meta["width"], meta["height"]) == (w, h)
+            assert meta["target_reached"] is False and any("out of reach" in n for n in meta["warnings"])
+            assert meta["ms_ssim"] is None  # undefined on an image this small; JSON has no NaN
+            r = self.run("decode", str(tmp_path / "tiny.mlic"), "-o", str(tmp_path / "tiny_hat.png"))
+            assert r.returncode == 0 and Image.open(tmp_path / "tiny_hat.png").size == (w, h)
+
+
+def _not_json(name: str):
+    raise ValueError(f"{name} is not JSON")

@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-import io
-import struct
-import zlib
-
 import pytest
 from api_helpers import KEY_A, KEY_B, assert_problem, auth, image_bytes, submit
-from PIL import Image
 from rq import Queue
 
+from codec.image import SUPPORTED_MODES
+from tests.support.images import FILE_FORMATS, file_bytes, image_in_mode, png_header_only
 from worker import protocol
-
-def png_header_only(width: int, height: int) -> bytes:
-    """A PNG whose IHDR claims width x height but carries (almost) no pixel data: a bomb."""
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    chunk = lambda tag, body: struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body))
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
 
 
 class TestEncodeAccepted:
@@ -92,6 +83,27 @@ class TestEncodeRejected:
     def test_missing_file_is_422(self, client):
         response = client.post("/encode", data={"target_bpp": "0.5"}, headers=auth())
         assert_problem(response, 422, "validation-error")
+
+    @pytest.mark.parametrize("model", ["bmshj2018-hyperprior", "no-such-model", "METALIC-VR"])
+    def test_a_model_the_workers_do_not_encode_with_is_422_at_submit(self, client, model):
+        body = assert_problem(submit(client, model=model), 422, "invalid-options")
+        assert "metalic-vr" in body["detail"]
+
+    def test_the_job_names_the_workers_model(self, client, settings):
+        assert submit(client).json()["options"]["model"] == settings.model
+        assert submit(client, model=settings.model).status_code == 202
+        # an empty field is a field left out, as an HTML form sends an empty input
+        assert submit(client, model="").json()["options"]["model"] == settings.model
+
+    def test_the_workers_model_comes_from_their_setting(self, settings, fake_codec, redis_url):
+        from fastapi.testclient import TestClient
+
+        from service.main import create_app
+
+        zoo = settings.model_copy(update={"model": "bmshj2018-hyperprior"})
+        with TestClient(create_app(zoo, codec=fake_codec.FakeCodec()), raise_server_exceptions=False) as c:
+            assert submit(c).json()["options"]["model"] == "bmshj2018-hyperprior"
+            assert_problem(submit(c, model="metalic-vr"), 422, "invalid-options")
 
     def test_nothing_is_stored_or_enqueued_on_rejection(self, client, redis_conn):
         submit(client, b"not an image at all")
@@ -178,31 +190,100 @@ class TestQuota:
         assert codes.count(429) == 8 - settings.max_jobs_in_flight
 
 
+POLICY_AND_REFUSED_MODES = sorted(SUPPORTED_MODES | {"F", "I;16N"})
+
+
+def _mode_files():
+    cases = []
+    for mode in POLICY_AND_REFUSED_MODES:
+        for fmt in FILE_FORMATS:
+            if file_bytes(image_in_mode(6, 4, mode), fmt) is not None:
+                cases.append((mode, fmt))
+    return cases
+
+
 class TestImageModesComeFromTheCodec:
-    """The API accepts what the codec's image policy accepts and refuses what it refuses."""
+    """The API accepts what the codec's image policy accepts and refuses what it refuses, with its code."""
 
-    def test_the_service_uses_the_codec_mode_set(self):
-        from codec.image import SUPPORTED_MODES
-        from service.codec_port import LibraryCodec
+    @pytest.mark.parametrize("mode,fmt", _mode_files())
+    def test_the_api_answers_as_the_codec_policy(self, client, mode, fmt):
+        from codec.errors import ImageError
+        from codec.image import probe_image
+        from service.errors import codec_status
 
-        assert LibraryCodec().supported_modes is SUPPORTED_MODES
-        assert {"LAB", "HSV", "I;16", "CMYK"} <= SUPPORTED_MODES
-        assert "I;16N" not in SUPPORTED_MODES and "F" not in SUPPORTED_MODES
+        data = file_bytes(image_in_mode(6, 4, mode, seed=1), fmt)
+        try:
+            probe_image(data)
+        except ImageError as e:
+            assert_problem(submit(client, data), codec_status(e), e.type)
+        else:
+            assert submit(client, data).status_code == 202
 
     def test_lab_tiff_is_accepted(self, client):
         assert submit(client, image_bytes(fmt="TIFF", mode="LAB")).status_code == 202
 
-    def test_float_tiff_is_refused_before_it_is_queued(self, client):
+    def test_float_tiff_is_refused_before_it_is_queued(self, client, redis_conn):
         assert_problem(submit(client, image_bytes(fmt="TIFF", mode="F")), 422, "unsupported-image-mode")
+        assert Queue(protocol.DEFAULT_QUEUE, connection=redis_conn).count == 0
 
-    @pytest.mark.parametrize("mode", ["HSV", "I;16N"])
-    def test_the_codec_policy_agrees_with_the_set(self, mode):
-        from codec.errors import ImageError
-        from codec.image import SUPPORTED_MODES, prepare_image
+    @pytest.mark.parametrize("mode", POLICY_AND_REFUSED_MODES)
+    def test_every_mode_of_the_set_passes_the_policy(self, mode):
+        from codec.errors import UnsupportedImageModeError
+        from codec.image import prepare_image
 
-        im = Image.new(mode, (4, 4))
+        im = image_in_mode(4, 4, mode)
         if mode in SUPPORTED_MODES:
             assert prepare_image(im).rgb.shape == (4, 4, 3)
         else:
-            with pytest.raises(ImageError):
+            with pytest.raises(UnsupportedImageModeError):
                 prepare_image(im)
+
+
+class TestBoundedValidation:
+    """The upload check (a full decode and the image policy) runs in bounded slots off the event loop."""
+
+    def test_past_the_wait_queue_it_is_503_with_retry_after(self, settings, fake_codec, redis_url):
+        import threading
+        from concurrent.futures import ThreadPoolExecutor
+
+        from fastapi.testclient import TestClient
+
+        from service.main import create_app
+
+        entered, release = threading.Event(), threading.Event()
+
+        class SlowProbe(fake_codec.FakeCodec):
+            def probe_image(self, data, max_pixels):
+                entered.set()
+                release.wait(10)
+                return super().probe_image(data, max_pixels)
+
+        one_slot = settings.model_copy(update={"probe_concurrency": 1, "probe_queue": 0})
+        with TestClient(create_app(one_slot, codec=SlowProbe()), raise_server_exceptions=False) as c:
+            with ThreadPoolExecutor(1) as pool:
+                first = pool.submit(submit, c)
+                assert entered.wait(10)
+                busy = submit(c)
+                # other routes still answer while the only check slot is taken
+                assert c.get("/healthz").status_code == 200
+                release.set()
+                assert first.result().status_code == 202
+        assert_problem(busy, 503, "probe-busy")
+        assert busy.headers["retry-after"] == "7"
+
+    def test_bad_options_cost_no_decode(self, settings, fake_codec, redis_url):
+        from fastapi.testclient import TestClient
+
+        from service.main import create_app
+
+        probed = []
+
+        class CountingProbe(fake_codec.FakeCodec):
+            def probe_image(self, data, max_pixels):
+                probed.append(len(data))
+                return super().probe_image(data, max_pixels)
+
+        with TestClient(create_app(settings, codec=CountingProbe()), raise_server_exceptions=False) as c:
+            assert_problem(submit(c, refine_steps="-1"), 422, "invalid-options")
+            assert probed == []
+            assert submit(c).status_code == 202 and len(probed) == 1

@@ -141,6 +141,14 @@ class TestProblemsEverywhere:
     def test_wrong_method_is_problem_405(self, client):
         assert_problem(client.put("/encode"), 405, "method-not-allowed")
 
+    @pytest.mark.parametrize("path, allow", [("/jobs/" + "0" * 32, "DELETE, GET"), ("/encode", "POST"),
+                                             ("/jobs/" + "0" * 32 + "/bitstream", "GET")])
+    def test_405_allow_names_every_method_of_the_path(self, client, path, allow):
+        # GET and DELETE on /jobs/{id} are two routes; Starlette's own 405 named the first one's only
+        response = client.request("OPTIONS", path, headers=auth())
+        assert_problem(response, 405, "method-not-allowed")
+        assert response.headers["allow"] == allow
+
     def test_redis_down_is_503_with_retry_after(self, settings, fake_codec):
         from fastapi.testclient import TestClient
 

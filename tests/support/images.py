@@ -2,6 +2,8 @@
 
 import hashlib
 import io
+import struct
+import zlib
 
 import numpy as np
 from PIL import Image
@@ -37,3 +39,31 @@ def png_bytes(im: Image.Image) -> bytes:
 def decoded_sha256(image: Image.Image) -> str:
     """sha256 of a decoded image's mode, size and raw pixels (PNG encoders differ; the pixels must not)."""
     return hashlib.sha256(f"{image.mode} {image.size[0]}x{image.size[1]}\n".encode() + image.tobytes()).hexdigest()
+
+
+FILE_FORMATS = ("PNG", "TIFF", "BMP", "WEBP", "JPEG")
+"""The formats the image policy reads (by magic bytes)."""
+
+
+def image_in_mode(width: int, height: int, mode: str, seed: int = 0) -> Image.Image:
+    """Random samples in any Pillow mode: the policy's every input, and the ones it refuses (F, I;16N)."""
+    n = len(Image.new(mode, (width, height)).tobytes())
+    data = np.random.default_rng(seed).integers(0, 256, n, dtype=np.uint8).tobytes()
+    return Image.frombytes(mode, (width, height), data)
+
+
+def file_bytes(image: Image.Image, fmt: str) -> bytes | None:
+    """``image`` written in ``fmt``, or None when Pillow cannot write that mode in that format."""
+    b = io.BytesIO()
+    try:
+        image.save(b, fmt)
+    except (OSError, ValueError, KeyError):
+        return None
+    return b.getvalue()
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose IHDR claims width x height but carries (almost) no pixel data: a bomb."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = lambda tag, body: struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")

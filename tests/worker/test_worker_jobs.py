@@ -86,7 +86,7 @@ class TestEncodeImage:
         run_burst(queue)
         job.refresh()
         record = outcome(queue, job.id)
-        assert record.state is JobState.FAILED and record.error["type"] == "invalid-image"
+        assert record.state is JobState.FAILED and record.error["type"] == "unsupported-image-mode"
         assert record.attempts == 1
         assert job.get_status() == JobStatus.FAILED
         assert_cleaned_up(queue, job)
