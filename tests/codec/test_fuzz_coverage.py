@@ -25,7 +25,7 @@ def test_a_short_coverage_guided_run_finds_nothing(tmp_path):
     for i, tail in enumerate([b"\x40\x00\x40\x00", b"\xff" * 64, bytes(range(256)) * 2]):
         (corpus / f"structured-{i}").write_bytes(b"S" + tail)
     r = subprocess.run([sys.executable, str(ROOT / "scripts" / "fuzz_coverage.py"), f"-atheris_runs={RUNS}",
-                        "-max_total_time=60", "-max_len=8192", str(corpus)],
+                        "-max_total_time=60", "-max_len=8192", "-rss_limit_mb=4096", str(corpus)],
                        cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "Done" in r.stderr and not list(tmp_path.glob("crash-*"))

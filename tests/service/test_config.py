@@ -24,7 +24,9 @@ LIMITS = {
 
 def _table_rows() -> list[str]:
     text = SERVICE_DOC.read_text()
-    table = text[text.index("## Settings (environment)"):text.index("## How it stays correct")]
+    start = text.index("## Settings (environment)")
+    end = text.find("\n## ", start + 1)
+    table = text[start:end if end >= 0 else len(text)]
     return [line for line in table.splitlines() if line.startswith("| `")]
 
 
