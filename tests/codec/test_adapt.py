@@ -21,6 +21,7 @@ import torch
 
 from codec import bitstream
 from codec.adapt.bias_search import LATENT_CELL, MARGIN_CELLS, RING, _Synth, search_bias
+from codec.adapt.goal import Goal
 from codec.adapt.lambda_adapt import adapt_lambda
 from codec.adapt.rate_control import search_rate
 from codec.adapt.refine import (ROUNDINGS, SGA_TAU_MAX, SGA_TAU_MIN, RDCost, Rounding, TargetQuality, TargetRate,
@@ -375,12 +376,14 @@ class TestRateControl:
         png = png_bytes(np.asarray(make_image(48, 48)))
         res = Encoder(device="cpu").encode(png, {"target_bpp": 0.5, "preset": "balanced"})
         m = res.metadata
-        assert m["target_reached"] is True, m["stages"]
-        assert m["stages"]["final"]["bpp"] == round(m["bpp"], 6)
-        # which stage wins depends on the CPU's kernels (bf16 refinement where AMX runs it);
-        # where λ_k is not kept, the file is the forward pass's, not the refinement's overshoot
-        if not m["stages"]["adapt_lambda"]["kept"]:
-            assert m["stages"]["final"]["bpp"] == round(m["stages"]["forward"]["bpp"], 6)
+        # which file wins depends on the CPU's kernels (bf16 refinement where AMX runs it), the rule does
+        # not: the final file ranks no worse than the forward pass, so a forward pass inside the band
+        # is a target reached (the "final" record is there only when the pick is not the last stage's)
+        goal, forward = Goal("bpp", 0.5), m["stages"]["forward"]
+        assert goal.rank(m["bpp"], m["psnr"]) <= goal.rank(forward["bpp"], forward["psnr"]), m["stages"]
+        assert m["target_reached"] is True or not goal.inside(forward["bpp"]), m["stages"]
+        if "final" in m["stages"]:
+            assert m["stages"]["final"]["bpp"] == round(m["bpp"], 6)
 
     def test_unreachable_target_is_reported(self, encoder):
         res = encoder.encode(png_bytes(synthetic_image(64, 64)),
