@@ -10,12 +10,13 @@ itself stays float32, so only the moments lose precision, by about one part in 2
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import shutil
 from pathlib import Path
 
 import torch
+
+from codec.weights import sha256_file
 
 CARRIED = ("log.csv", "config.json")
 
@@ -36,14 +37,6 @@ def compact_optimizer(state: dict) -> dict:
     return {**state, "state": per_param}
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def publish(run: Path, dest: Path) -> Path:
     """Writes the compact copy of ``run/last.pt`` (and its log and config) into ``dest``."""
     state = torch.load(run / "last.pt", map_location="cpu", weights_only=True)
@@ -54,7 +47,7 @@ def publish(run: Path, dest: Path) -> Path:
     for name in CARRIED:
         if (run / name).exists():
             shutil.copyfile(run / name, dest / name)
-    (dest / "last.pt.sha256").write_text(f"{sha256(dest / 'last.pt')}  last.pt\n")
+    (dest / "last.pt.sha256").write_text(f"{sha256_file(dest / 'last.pt')}  last.pt\n")
     return dest / "last.pt"
 
 
@@ -63,7 +56,7 @@ def seed_from(resume: Path, out: Path) -> bool:
     if (out / "last.pt").exists() or not (resume / "last.pt").exists():
         return False
     expected = (resume / "last.pt.sha256").read_text().split()[0] if (resume / "last.pt.sha256").exists() else None
-    if expected is not None and sha256(resume / "last.pt") != expected:
+    if expected is not None and sha256_file(resume / "last.pt") != expected:
         raise ValueError(f"{resume / 'last.pt'} does not match its sha256 file")
     out.mkdir(parents=True, exist_ok=True)
     for name in ("last.pt", *CARRIED):

@@ -231,6 +231,20 @@ class Report:
     slowest: tuple[float, int] = (0.0, -1)
     seconds: float = 0.0
 
+    def count(self, seed: int, kind: str, key: str, elapsed: float, rss: int, rss_limit: int, whose: str,
+              started: float, every: int, progress) -> None:
+        """Books one finished case: its outcome, time and RSS, and a running summary every ``every`` cases."""
+        self.slowest = max(self.slowest, (elapsed, seed))
+        self.max_rss = max(self.max_rss, rss)
+        if rss > rss_limit:
+            self.findings.append(f"seed {seed} ({kind}): {whose}RSS {rss >> 20} MiB over {rss_limit >> 20} MiB")
+        self.cases += 1
+        self.outcomes[key] += 1
+        self.kinds[kind.split("/")[0].split("+")[0]] += 1
+        if every and progress is not None and self.cases % every == 0:
+            self.seconds = time.perf_counter() - started
+            progress(self)
+
 
 def run_cases(forge: StreamForge, seeds, decode, rss_limit: int, log=None, every: int = 0, progress=None) -> Report:
     """Decodes each case; a finding is any other exception, a wrong or missing image, or RSS over the limit.
@@ -258,18 +272,7 @@ def run_cases(forge: StreamForge, seeds, decode, rss_limit: int, log=None, every
             key = "decoded"
             if case.reference is not None and not np.array_equal(result.rgb, case.reference):
                 report.findings.append(f"seed {seed} ({case.kind}): decoded pixels differ from the encoder's")
-        elapsed = time.perf_counter() - t
-        report.slowest = max(report.slowest, (elapsed, seed))
-        rss = rss_bytes()
-        report.max_rss = max(report.max_rss, rss)
-        if rss > rss_limit:
-            report.findings.append(f"seed {seed} ({case.kind}): RSS {rss >> 20} MiB over {rss_limit >> 20} MiB")
-        report.cases += 1
-        report.outcomes[key] += 1
-        report.kinds[case.kind.split("/")[0].split("+")[0]] += 1
-        if every and progress is not None and report.cases % every == 0:
-            report.seconds = time.perf_counter() - started
-            progress(report)
+        report.count(seed, case.kind, key, time.perf_counter() - t, rss_bytes(), rss_limit, "", started, every, progress)
     report.seconds = time.perf_counter() - started
     return report
 
@@ -313,19 +316,10 @@ def run_service_cases(forge: StreamForge, seeds, url: str, api_key: str, api_pid
                 key = f"{status} untyped"
                 report.findings.append(f"seed {seed} ({case.kind}): {status} {response.text[:200]}")
             elapsed = time.perf_counter() - t
-            report.slowest = max(report.slowest, (elapsed, seed))
             if not api.is_running() or api.status() == psutil.STATUS_ZOMBIE:
                 report.findings.append(f"seed {seed} ({case.kind}): the API process died")
                 break
-            rss = api.memory_info().rss
-            report.max_rss = max(report.max_rss, rss)
-            if rss > rss_limit:
-                report.findings.append(f"seed {seed} ({case.kind}): API RSS {rss >> 20} MiB over {rss_limit >> 20} MiB")
-            report.cases += 1
-            report.outcomes[key] += 1
-            report.kinds[case.kind.split("/")[0].split("+")[0]] += 1
-            if every and progress is not None and report.cases % every == 0:
-                report.seconds = time.perf_counter() - started
-                progress(report)
+            report.count(seed, case.kind, key, elapsed, api.memory_info().rss, rss_limit, "API ", started, every,
+                         progress)
     report.seconds = time.perf_counter() - started
     return report
