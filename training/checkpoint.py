@@ -53,7 +53,13 @@ def publish(run: Path, dest: Path) -> Path:
 
 def seed_from(resume: Path, out: Path) -> bool:
     """Starts ``out`` from a published copy when ``out`` has no checkpoint of its own."""
-    if (out / "last.pt").exists() or not (resume / "last.pt").exists():
+    if (out / "last.pt").exists():
+        return False
+    if not (resume / "last.pt").exists():
+        if (resume / "last.pt.sha256").exists():  # the record is tracked, the file lives in history
+            raise FileNotFoundError(f"{resume / 'last.pt'} is missing (its sha256 is there): restore it with "
+                                    f"git show <commit>:{resume / 'last.pt'} > {resume / 'last.pt'} "
+                                    f"(README: Status), or drop `resume` to start a new run")
         return False
     expected = (resume / "last.pt.sha256").read_text().split()[0] if (resume / "last.pt.sha256").exists() else None
     if expected is not None and sha256_file(resume / "last.pt") != expected:

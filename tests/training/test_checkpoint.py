@@ -47,3 +47,11 @@ def test_a_checkpoint_in_out_wins_and_a_tampered_copy_is_refused(data_dir, tmp_p
         f.write(b"\x00\x01\x02")
     with pytest.raises(ValueError, match="sha256"):
         seed_from(tmp_path / "pub", tmp_path / "fresh")
+
+
+def test_a_published_record_without_its_file_is_an_error_not_a_fresh_start(data_dir, tmp_path):
+    train(tiny_config(data_dir, tmp_path / "run", 10), quiet=True)
+    publish(tmp_path / "run", tmp_path / "pub")
+    (tmp_path / "pub" / "last.pt").unlink()
+    with pytest.raises(FileNotFoundError, match="git show"):
+        seed_from(tmp_path / "pub", tmp_path / "fresh")
