@@ -28,6 +28,8 @@ From Python, pass any :class:`~bench.runners.MetalicRunner`::
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -35,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import PIL
 from PIL import Image, ImageOps
 
 from . import anchors, report, speed
@@ -132,7 +135,49 @@ def load_images(data_dir: Path | str, limit: int | None = None) -> list[tuple[st
     return images
 
 
-def _anchor_points(codec: str, img: np.ndarray, targets: Sequence[float] | None) -> list[dict[str, Any]]:
+class AnchorCache:
+    """Anchor points measured once and reused by later runs on the same images.
+
+    An anchor's file, and so its rate and distortion, depend only on the image,
+    the codec, its parameter and the Pillow build, so a run that measures many
+    metalic checkpoints against the same anchors (``bench.training_progress``)
+    encodes and scores each anchor point once. A reused point keeps the
+    seconds measured when it was made and says ``"cached": true``.
+
+    Args:
+        path: path. A JSON file; created on the first :meth:`save`.
+    """
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+        self._points: dict[str, list[dict[str, Any]]] = (
+            json.loads(self.path.read_text()) if self.path.exists() else {})
+
+    @staticmethod
+    def key(codec: str, img: np.ndarray, targets: Sequence[float] | None) -> str:
+        pixels = hashlib.sha256(np.ascontiguousarray(img).tobytes()).hexdigest()[:32]
+        return f"{codec}|{img.shape}|{pixels}|{targets}|Pillow {PIL.__version__}"
+
+    def get(self, key: str) -> list[dict[str, Any]] | None:
+        points = self._points.get(key)
+        return None if points is None else [{**point, "cached": True} for point in points]
+
+    def put(self, key: str, points: list[dict[str, Any]]) -> None:
+        self._points[key] = points
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self._points))
+        tmp.replace(self.path)
+
+
+def _anchor_points(codec: str, img: np.ndarray, targets: Sequence[float] | None,
+                   cache: AnchorCache | None = None) -> list[dict[str, Any]]:
+    if cache is not None:
+        key = AnchorCache.key(codec, img, targets)
+        if (points := cache.get(key)) is not None:
+            return points
     spec = anchors.ANCHORS[codec]
     points = []
     if targets is None:
@@ -146,6 +191,8 @@ def _anchor_points(codec: str, img: np.ndarray, targets: Sequence[float] | None)
             point["target_bpp"] = target
         point.update(measure(img, lambda: anchors.encode(codec, img, param), anchors.decode))
         points.append(point)
+    if cache is not None:
+        cache.put(key, points)
     return points
 
 
@@ -175,6 +222,7 @@ def run_rd(
     metalic: MetalicRunner | None = None,
     config: RDConfig | None = None,
     log: Callable[[str], None] = lambda msg: None,
+    anchor_cache: AnchorCache | None = None,
 ) -> dict[str, Any]:
     """Run the RD benchmark and write every output file.
 
@@ -184,6 +232,8 @@ def run_rd(
         metalic: MetalicRunner or None. None runs the anchors only (no BD).
         config: RDConfig or None. None uses the defaults.
         log: callable. Receives one progress line per image and codec.
+        anchor_cache: AnchorCache or None. Anchor points to reuse, and where
+            the ones measured here are kept for the next run.
 
     Returns:
         dict. The content of ``summary.json``.
@@ -202,8 +252,10 @@ def run_rd(
             record["points"][report.METALIC_CURVE] = _metalic_points(metalic, img, config.lambdas)
             log(f"{name}: {report.METALIC_CURVE} done")
         for codec in config.codecs:
-            record["points"][codec] = _anchor_points(codec, img, config.targets)
+            record["points"][codec] = _anchor_points(codec, img, config.targets, anchor_cache)
             log(f"{name}: {codec} done")
+        if anchor_cache is not None:
+            anchor_cache.save()
         record["bd"] = report.bd_against_anchors(record["points"])
         if config.timing_runs > 0 and (metalic is not None or config.timing_codecs):
             lmbda = config.timing_lambda

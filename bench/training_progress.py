@@ -7,7 +7,8 @@ Each snapshot (``snapshot_*.pt``, then ``last.pt``) is encoded with the forward
 pass only (``fast`` preset at fixed λ values inside the run's λ range) and
 compared with the anchors on the same images in the same run. Steps per second
 come from the run's own log (wall seconds of training, validation excluded).
-Writes ``progress.json`` and ``progress.md`` (a table: step, steps/s since the
+The anchors are measured once (``anchor_points.json`` in the output folder)
+and reused for every later snapshot. Writes ``progress.json`` and ``progress.md`` (a table: step, steps/s since the
 previous row, BD-rate against each anchor). Rows already in ``progress.json``
 are kept, so a later session only measures its new snapshots.
 """
@@ -21,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.rd import RDConfig, load_images, run_rd
+from bench.rd import AnchorCache, RDConfig, load_images, run_rd
 from bench.report import bd_percent
 from bench.runners import metalic_runner
 
@@ -50,6 +51,7 @@ def main(argv=None) -> int:
     done = json.loads((out / "progress.json").read_text()) if (out / "progress.json").exists() else []
     walls = wall_at(run / "log.csv")
     images = load_images(args.data, args.limit)
+    cache = AnchorCache(out / "anchor_points.json")
     for ckpt in sorted(run.glob("snapshot_*.pt")) + ([] if args.no_last else [run / "last.pt"]):
         state = torch.load(ckpt, map_location="cpu", weights_only=True)
         step, c = state["step"], state["config"]
@@ -62,7 +64,7 @@ def main(argv=None) -> int:
             summary = json.loads((step_dir / "summary.json").read_text())
         else:
             summary = run_rd(images, step_dir, metalic_runner(weights=str(ckpt)),
-                             RDConfig(lambdas=lambdas, codecs=ANCHORS, timing_runs=0))
+                             RDConfig(lambdas=lambdas, codecs=ANCHORS, timing_runs=0), anchor_cache=cache)
         row = {"step": step, "checkpoint": ckpt.name, "wall_s": walls.get(step)}
         for a in ANCHORS:
             row[f"bd_rate_vs_{a}"] = summary["bd"][a]["bd_rate"]

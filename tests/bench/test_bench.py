@@ -18,7 +18,7 @@ from PIL import Image, JpegImagePlugin
 from bench import anchors
 from codec import metrics
 from bench.bdrate import bd_psnr, bd_rate
-from bench.rd import RDConfig, add_bench_subparsers, load_images, main_rd, run_rd
+from bench.rd import AnchorCache, RDConfig, add_bench_subparsers, load_images, main_rd, run_rd
 from bench.runners import MetalicRunner
 
 AVAILABLE = anchors.available_codecs()
@@ -266,6 +266,27 @@ class TestRunRd:
         assert summary["bd"] == {} and set(summary["curves"]) == {"jpeg", "webp"}
         assert [p["label"] for p in summary["curves"]["webp"]] == list(targets)
         assert (tmp_path / "rd.png").exists() and (tmp_path / "table.md").exists()
+
+    def test_anchor_cache_reuses_points_of_the_same_image_only(self, tmp_path, monkeypatch):
+        config = RDConfig(lambdas=FAKE_LAMBDAS, codecs=("jpeg",))
+        a, b = synthetic_image(64, 48, seed=1), synthetic_image(64, 48, seed=2)
+        cache = AnchorCache(tmp_path / "anchors.json")
+        first = run_rd([("a", a)], tmp_path / "1", metalic=FakeMetalic(), config=config, anchor_cache=cache)
+
+        encodes = []
+        real_encode = anchors.encode
+        monkeypatch.setattr(anchors, "encode", lambda *args, **kw: encodes.append(args[0]) or real_encode(*args, **kw))
+        again = run_rd([("a", a)], tmp_path / "2", metalic=FakeMetalic(),
+                       config=config, anchor_cache=AnchorCache(tmp_path / "anchors.json"))
+        assert len(encodes) == len(FAKE_LAMBDAS)  # the stand-in's own JPEG files; no anchor point
+        assert again["curves"]["jpeg"] == first["curves"]["jpeg"]
+        record = json.loads((tmp_path / "2" / "per_image" / "a.json").read_text())
+        assert all(p["cached"] for p in record["points"]["jpeg"])
+        assert again["bd"]["jpeg"]["bd_rate"] == pytest.approx(first["bd"]["jpeg"]["bd_rate"])
+
+        encodes.clear()
+        run_rd([("a", b)], tmp_path / "3", metalic=FakeMetalic(), config=config, anchor_cache=cache)
+        assert len(encodes) == len(FAKE_LAMBDAS) + len(anchors.ANCHORS["jpeg"].sweep)  # other pixels: measured
 
     def test_config_rejects_unknown_codecs(self, tmp_path):
         with pytest.raises(ValueError, match="unknown anchor"):
