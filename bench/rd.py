@@ -325,6 +325,8 @@ def _configure_rd(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     )
     parser.add_argument("--codecs", type=_names, default=tuple(anchors.ANCHORS), help="anchors, comma-separated")
     parser.add_argument("--timing-lambda", type=float, default=None, help="λ for timing (default: middle λ)")
+    parser.add_argument("--anchor-cache", type=Path, default=None,
+                        help="JSON file of anchor points to reuse and extend (same images, same Pillow)")
     parser.set_defaults(func=_cmd_rd)
     return parser
 
@@ -360,7 +362,8 @@ def _cmd_rd(args: argparse.Namespace) -> int:
         timing_codecs=args.timing_codecs,
         timing_lambda=args.timing_lambda,
     )
-    summary = run_rd(load_images(args.data, args.limit), args.out, _runner(args), config, log=_log)
+    cache = AnchorCache(args.anchor_cache) if args.anchor_cache else None
+    summary = run_rd(load_images(args.data, args.limit), args.out, _runner(args), config, log=_log, anchor_cache=cache)
     for anchor, row in summary["bd"].items():
         print(f"BD-rate metalic vs {anchor}: " + (f"{row['bd_rate']:+.2f} %" if row["error"] is None else row["error"]))
     print(f"wrote {args.out / 'summary.json'}, table.md, rd.png, per_image/")

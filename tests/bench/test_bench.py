@@ -321,6 +321,16 @@ class TestCli:
         assert sorted(p.name for p in (out / "per_image").iterdir()) == ["one.json", "two.json"]
         assert strict_json((out / "summary.json").read_text())["images"] == ["one", "two"]
 
+    def test_main_rd_anchor_cache_file(self, tmp_path):
+        data = self._folder(tmp_path)
+        cache = tmp_path / "anchors.json"
+        argv = ["--data", str(data), "--no-metalic", "--codecs", "jpeg", "--timing-runs", "0", "--anchor-cache", str(cache)]
+        assert main_rd([*argv, "--out", str(tmp_path / "a")]) == 0
+        assert len(json.loads(cache.read_text())) == 2  # one entry per image and codec
+        assert main_rd([*argv, "--out", str(tmp_path / "b")]) == 0
+        record = strict_json((tmp_path / "b" / "per_image" / "two.json").read_text())
+        assert all(p["cached"] for p in record["points"]["jpeg"])
+
     def test_bench_subparsers_plug_into_a_parent_cli(self, tmp_path):
         parser = argparse.ArgumentParser(prog="metalic")
         bench = parser.add_subparsers(dest="command").add_parser("bench").add_subparsers(dest="bench_command")
