@@ -19,9 +19,21 @@ import torch
 from codec.weights import MANIFEST, WEIGHTS_DIR, read_manifest, sha256_file
 
 
+# Tensors at least this large (the convolution kernels: nearly all the bytes)
+# are stored in float16 by ``half=True``; the small ones (biases, gains, GDN
+# parameters, quantiles, scale tables) keep float32, where a tiny value would
+# lose its precision for no saving.
+HALF_MIN_NUMEL = 1024
+
+
 def export(ckpt: Path, name: str, out_dir: Path = WEIGHTS_DIR, make_default: bool = True, note: str = "",
-           architecture: str = "metalic-vr") -> dict:
+           architecture: str = "metalic-vr", half: bool = False) -> dict:
     """Writes ``out_dir/<name>.pt`` and its manifest entry.
+
+    With ``half``, the large kernels are rounded to float16 *before* the CDF
+    tables are built and stored that way: the model the file describes is the
+    rounded one, loaded as float32, and its tables belong to it, so encoder
+    and decoder agree exactly and only the file shrinks (about 2x).
 
     Args:
         ckpt: Path. A training checkpoint (``train base`` or ``train meta``) or a
@@ -29,6 +41,7 @@ def export(ckpt: Path, name: str, out_dir: Path = WEIGHTS_DIR, make_default: boo
         name: str. Manifest key and file stem.
         make_default: bool. True makes this entry the manifest's ``default``.
         architecture: str. Registry slug the weights are for.
+        half: bool. Store the large kernels in float16 (see above).
     """
     from codec.models.variable_rate import VariableRateHyperprior
 
@@ -38,11 +51,19 @@ def export(ckpt: Path, name: str, out_dir: Path = WEIGHTS_DIR, make_default: boo
     model_cfg = {k: cfg[k] for k in ("N", "M", "lmbda_min", "lmbda_max")}
     net = VariableRateHyperprior(**model_cfg)
     net.load_state_dict(state["model"])
+    halved = set()
+    if half:
+        with torch.no_grad():
+            for key, param in net.named_parameters():
+                if param.numel() >= HALF_MIN_NUMEL:
+                    param.copy_(param.half().float())
+                    halved.add(key)
     net.update(force=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{name}.pt"
-    torch.save({"model": {k: v.float() if v.is_floating_point() else v for k, v in net.state_dict().items()},
-                "config": model_cfg}, path)
+    stored = {k: (v.half() if k in halved else v.float()) if v.is_floating_point() else v
+              for k, v in net.state_dict().items()}
+    torch.save({"model": stored, "config": model_cfg}, path)
     run_dir = ckpt.parent
     entry = {
         "file": path.name, "sha256": sha256_file(path), "bytes": path.stat().st_size, "architecture": architecture,
@@ -51,6 +72,7 @@ def export(ckpt: Path, name: str, out_dir: Path = WEIGHTS_DIR, make_default: boo
         "bf16_autocast": state.get("amp"), "train_config": train_cfg, "data": train_cfg.get("data"),
         "train_images": state.get("images"), "note": note,
         "bias_bank_clusters": _bank_rows(net.bias_bank),
+        "storage": "float16 kernels" if half else "float32",
     }
     if "init_sha256" in state:  # a meta fine-tuning checkpoint (train meta)
         entry["meta"] = {"init": state.get("init"), "init_sha256": state["init_sha256"]}
@@ -120,6 +142,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--not-default", action="store_true")
     p.add_argument("--note", default="")
     p.add_argument("--architecture", default="metalic-vr", help="registry slug the weights are for")
+    p.add_argument("--half", action="store_true", help="store the convolution kernels in float16 (about half the file)")
 
 
 def add_plot_arguments(p: argparse.ArgumentParser) -> None:
@@ -132,7 +155,7 @@ def run(args) -> int:
     log = ckpt.parent / "log.csv"
     if log.exists() and "kind" in open(log).readline().split(","):  # a training log (not bias-bank's)
         plot(log, ckpt.parent / "curves.png")
-    entry = export(ckpt, args.name, Path(args.out), not args.not_default, args.note, args.architecture)
+    entry = export(ckpt, args.name, Path(args.out), not args.not_default, args.note, args.architecture, args.half)
     print(json.dumps({k: entry[k] for k in ("file", "sha256", "bytes", "steps", "wall_seconds", "bias_bank_clusters")}))
     return 0
 

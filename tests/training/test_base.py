@@ -76,6 +76,29 @@ class TestTrainBase:
         train(tiny_config(data_dir, tmp_path / "c", 1), quiet=True)
         assert losses(tmp_path / "b")[0] < 0.5 * losses(tmp_path / "c")[0]
 
+    def test_half_export_halves_the_file_and_codes_like_float32(self, data_dir, tmp_path):
+        from codec.pipeline import Encoder, decode
+        from training.export import export
+
+        train(tiny_config(data_dir, tmp_path / "a", 20), quiet=True)
+        full = export(tmp_path / "a" / "last.pt", "metalic-vr", tmp_path / "f")
+        half = export(tmp_path / "a" / "last.pt", "metalic-vr", tmp_path / "h", half=True)
+        assert half["storage"] == "float16 kernels" and full["storage"] == "float32"
+        kernels = [v for v in torch.load(tmp_path / "h" / "metalic-vr.pt", weights_only=True)["model"].values()
+                   if v.dtype == torch.float16]
+        saved = sum(2 * v.numel() for v in kernels)  # the CDF tables dominate a model this small
+        assert kernels and full["bytes"] - half["bytes"] >= 0.95 * saved
+        img = (data_dir / "0.png").read_bytes()
+        results = {}
+        for name in ("f", "h"):
+            weights = str(tmp_path / name / "metalic-vr.pt")
+            res = Encoder(weights=weights).encode(img, {"preset": "fast", "lmbda": 0.01})
+            # the tables were built for the rounded kernels: the decoder gives the encoder's pixels
+            assert np.array_equal(decode(res.bitstream, weights=weights).rgb, res.reconstruction)
+            results[name] = res.metadata
+        assert abs(results["h"]["psnr"] - results["f"]["psnr"]) < 0.05
+        assert abs(results["h"]["bpp"] / results["f"]["bpp"] - 1) < 0.02
+
     def test_until_stops_early_and_keeps_the_schedule(self, data_dir, tmp_path):
         # --until stops a run on a long schedule (decay included) and the resumed run
         # follows the same learning rates as one run straight through
