@@ -8,6 +8,7 @@ from hypothesis import given, settings, strategies as st
 
 from codec.errors import BitstreamError
 from codec.rans import BoundedRansCoder, EscapeSeen, GuardedStream, RansStream, check_string, coded_words, max_words
+from tests.support.crafted import compressai_decompress
 from tests.support.models import small_net
 
 
@@ -192,19 +193,6 @@ class TestHarden:
                 backend.decompress([[bad], [z]], coded["shape"], 2)
 
 
-def compressai_decompress(backend, net, strings, shape, rate_index):
-    """The network's own CompressAI decoding (its unchecked context loop), single-threaded like the backend's."""
-    from codec.backends import single_thread
-
-    bounded = net.__dict__.pop("_decompress_ar")
-    try:
-        with single_thread(), torch.no_grad():
-            kwargs = {"stage": 2, "s": rate_index} if backend.kind == "vbr" else {}
-            return net.decompress(strings, list(shape), **kwargs)["x_hat"]
-    finally:
-        net._decompress_ar = bounded
-
-
 def ar_backend(kind: str, latent_gain: float):
     """A small random mbt2018 or mbt2018-vbr whose analysis is scaled so that y has escapes (or not)."""
     from tests.codec.test_backends import vbr, zoo
@@ -243,7 +231,7 @@ class TestAutoregressiveLoops:
             out = backend.decompress(coded["strings"], coded["shape"], 2)
             assert (len(exact_passes) > before) == escapes_expected
             assert len(coded["strings"][0][0]) > 8  # a y string with symbols in it, not just the final state
-            assert torch.equal(out, compressai_decompress(backend, net, coded["strings"], coded["shape"], 2))
+            assert torch.equal(out, compressai_decompress(backend, coded["strings"], coded["shape"], 2))
 
     @pytest.mark.parametrize("kind", ["ar", "vbr"])
     def test_crafted_y_strings_are_refused(self, kind):
