@@ -75,6 +75,7 @@ class EncodeWorker(SimpleWorker):
         outcome:    success / deterministic failure ─> commit (only if the lease is still ours) ─> RQ bookkeeping
                     transient failure with retries left ─> requeue (only if the lease is still ours)
                     lease lost ─> drop the result, write nothing
+        watcher process (worker.liveness): SIGKILL the worker if the watchdog's ticks stop past the lease (GIL held)
 
     RQ's StartedJobRegistry and intermediate-queue cleanups, which requeue by
     timestamp and know nothing of leases, are replaced by :class:`~worker.reaper.Reaper`.
