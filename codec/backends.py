@@ -286,6 +286,10 @@ class ZooVbrBackend(_OneNetwork):
     def __init__(self, slug: str, net):
         self.slug, self.net = slug, net
         harden(net)
+        if hasattr(net, "_decompress_ar"):  # mbt2018-vbr's context loop decodes y itself
+            from .models.zoo_ar import bound
+
+            bound(net)
 
     def rate_range(self) -> tuple[int, int]:
         return 0, len(self.net.lmbda) - 1

@@ -77,9 +77,13 @@ def _load_model(name: str, device: str = "cpu", weights: str | None = None) -> L
     else:
         path = Path(weights) if weights else WEIGHTS_DIR / manifest["file"]
         state, digest = load_state(path, None if weights else manifest["sha256"])
-        config = state.get("config") or (manifest or {}).get("config", {})
-        net = cls(**{k: config[k] for k in ("N", "M", "lmbda_min", "lmbda_max") if k in config})
-        net.load_state_dict(state["model"])
+        try:
+            config = state.get("config") or (manifest or {}).get("config", {})
+            net = cls(**{k: config[k] for k in ("N", "M", "lmbda_min", "lmbda_max") if k in config})
+            net.load_state_dict(state["model"])
+        except (KeyError, RuntimeError, TypeError, ValueError, AttributeError) as e:
+            # another model's file (a zoo state dict, a training snapshot of other shapes)
+            raise ModelError(f"{path.name} is not a {name} weights file ({type(e).__name__}: {e})") from None
         trained = True
     if not trained or net.gaussian_conditional._quantized_cdf.numel() == 0:
         net.update(force=True)  # exported weights carry their CDF tables; snapshots do not

@@ -7,7 +7,12 @@ a Markdown summary for docs/BENCHMARKS.md::
     python scripts/fuzz_decode.py                          # 5,000 in process, then 500 through a real service
     python scripts/fuzz_decode.py --cases 1000 --service 0 --first 5000
     python scripts/fuzz_decode.py --case 1234              # rebuild one case and decode it, with the full error
+    python scripts/fuzz_decode.py --model mbt2018-vbr --cases 300 --service 0   # an autoregressive zoo model
     python scripts/fuzz_decode.py --cost kodim01.png       # decode time with the bounded coder and without
+
+``--model`` forges for another model: ``mbt2018`` and ``mbt2018-vbr`` (whose
+context loops decode their y strings) with small seeded weights written to a
+temporary folder, in process only (the service decodes with its own models).
 
 In process, a finding is any exception but ``BitstreamError``, a canonical
 stream refused or decoded to other pixels than the encoder side's, or the RSS
@@ -107,6 +112,9 @@ def main(argv=None) -> int:
     parser.add_argument("--case", type=int, help="rebuild and decode this one seed, then stop")
     parser.add_argument("--every", type=int, default=0, help="print a running summary every N cases")
     parser.add_argument("--cost", metavar="IMAGE", help="time the bounded decoding on this image, then stop")
+    parser.add_argument("--model", default="metalic-vr",
+                        help="model to forge streams for: metalic-vr (default), mbt2018 or mbt2018-vbr "
+                             "(small seeded weights; in process only)")
     args = parser.parse_args(argv)
 
     import torch
@@ -116,25 +124,30 @@ def main(argv=None) -> int:
         print(f"Machine: {machine()}")
         cost(args.cost)
         return 0
-    from codec.pipeline import decode
-    from tests.support.crafted import StreamForge, run_cases, run_service_cases
+    from tests.support.crafted import AR_MODELS, StreamForge, run_cases, run_service_cases, small_ar_weights
 
-    forge = StreamForge()
-    if args.case is not None:
-        case = forge.case(args.case)
-        print(f"seed {case.seed}: {len(case.data)} bytes, {case.kind}, canonical={case.expect_ok}")
-        result = decode(case.data)
-        print(f"decoded {result.image.size} {result.image.mode}")
-        return 0
+    with tempfile.TemporaryDirectory() as weights_dir:
+        if args.model in AR_MODELS:
+            forge = StreamForge(args.model, str(small_ar_weights(args.model, weights_dir)))
+        else:
+            forge = StreamForge(args.model)
+        if args.case is not None:
+            case = forge.case(args.case)
+            print(f"seed {case.seed}: {len(case.data)} bytes, {case.kind}, canonical={case.expect_ok}")
+            result = forge.decode(case.data)
+            print(f"decoded {result.image.size} {result.image.mode}")
+            return 0
 
-    print(f"Machine: {machine()}\n")
-    seeds = range(args.first, args.first + args.cases)
-    with open(args.log, "w") as log:
-        report = run_cases(forge, seeds, decode, args.rss_limit_mib << 20, log, args.every,
-                           lambda r: print(summary("So far", r, seeds) + "\n", flush=True))
-    print(summary("In process (codec.pipeline.decode)", report, seeds))
+        print(f"Machine: {machine()}\n")
+        seeds = range(args.first, args.first + args.cases)
+        with open(args.log, "w") as log:
+            report = run_cases(forge, seeds, forge.decode, args.rss_limit_mib << 20, log, args.every,
+                               lambda r: print(summary("So far", r, seeds) + "\n", flush=True))
+    print(summary(f"In process (codec.pipeline.decode, {args.model})", report, seeds))
     failed = bool(report.findings)
-    if args.service:
+    if args.service and args.model != "metalic-vr":
+        print(f"\n(no service run: the service decodes with its own models, not {args.model}'s test weights)")
+    elif args.service:
         from e2e_helpers import API_KEY, Stack
 
         seeds = range(args.first, args.first + args.service)

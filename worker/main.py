@@ -5,8 +5,10 @@ Typical workflow (what ``metalic worker`` does):
 1. Read :class:`~worker.config.WorkerSettings` from the environment and flags.
 2. Load the encoder (CUDA when present) *before* registering, so a registered
    worker always has its model: ``/readyz`` counts registered workers.
-3. Start the reaper thread (:mod:`worker.reaper`) and run :class:`EncodeWorker`
-   on the queue with the JSON serializer.
+3. Start the reaper thread (:mod:`worker.reaper`) and the liveness watcher
+   process (:mod:`worker.liveness`, which kills this worker if a hang holding the
+   GIL outlasts its lease), and run :class:`EncodeWorker` on the queue with the
+   JSON serializer.
 4. If Redis goes away while idle, back off and register again. On SIGTERM or
    SIGINT finish the current job and exit (drain); a second signal stops at
    once and puts the job back on the queue.
@@ -37,12 +39,18 @@ from worker.config import WorkerSettings
 from worker.failures import Failure, classify, free_accelerator_memory
 from worker.fencing import Lease, LeaseLost, current_lease, fast_client
 from worker.jobs import EncodeJob, is_allowed
+from worker.liveness import LivenessReporter, stale_after, start_watcher
 from worker.outcomes import outcome_ttl
 from worker.protocol import SERIALIZER, FailureType, Outcome
 from worker.reaper import Reaper
 from worker.watchdog import Watchdog, hard_exit
 
 log = logging.getLogger("metalic.worker")
+
+
+def renew_timeout(interval: float) -> float:
+    """Seconds one lease renewal may take before it counts as failed (the watchdog must not block)."""
+    return max(1.0, interval / 2)
 
 
 def with_execution(method: Callable, execution: Execution, *args, **kwargs):
@@ -67,6 +75,7 @@ class EncodeWorker(SimpleWorker):
         outcome:    success / deterministic failure ─> commit (only if the lease is still ours) ─> RQ bookkeeping
                     transient failure with retries left ─> requeue (only if the lease is still ours)
                     lease lost ─> drop the result, write nothing
+        watcher process (worker.liveness): SIGKILL the worker if the watchdog's ticks stop past the lease (GIL held)
 
     RQ's StartedJobRegistry and intermediate-queue cleanups, which requeue by
     timestamp and know nothing of leases, are replaced by :class:`~worker.reaper.Reaper`.
@@ -78,20 +87,23 @@ class EncodeWorker(SimpleWorker):
         heartbeat_grace: int. Seconds a lease outlives the renewal interval.
         stall_timeout: float. Seconds the main thread may sit in one native call.
         stop_process: callable(code). How the watchdog ends the process (a test seam).
+        liveness: LivenessReporter | None. The pipe to this process's watcher (:mod:`worker.liveness`).
     """
 
     job_class = EncodeJob
 
     def __init__(self, *args, heartbeat_grace: int = 10, stall_timeout: float = 300.0,
-                 stop_process: Callable[[int], None] = hard_exit, **kwargs):
+                 stop_process: Callable[[int], None] = hard_exit, liveness: LivenessReporter | None = None,
+                 **kwargs):
         kwargs.setdefault("job_class", EncodeJob)
         super().__init__(*args, **kwargs)
         self.heartbeat_grace = heartbeat_grace
         self.stall_timeout = stall_timeout
         self.stop_process = stop_process
+        self.liveness = liveness
         self.shutdown_requested = False
         self._leases: dict[str, Lease] = {}
-        self._renew_connection = fast_client(self.connection, max(1.0, self.job_monitoring_interval / 2))
+        self._renew_connection = fast_client(self.connection, renew_timeout(self.job_monitoring_interval))
 
     @property
     def lease_ttl(self) -> int:
@@ -154,6 +166,7 @@ class EncodeWorker(SimpleWorker):
                 FailureType.WORKER_STALLED.value, "the worker hung inside native code on this job", True)),
             fail_timeout=lambda: self._settle_failure(job, queue, execution, lease, classify(JobTimeoutException())),
             stop_process=self.stop_process,
+            liveness=self.liveness,
         )
         token = current_lease.set(lease)
         watchdog.start()
@@ -161,6 +174,8 @@ class EncodeWorker(SimpleWorker):
             self.perform_job(job, queue, execution)
         finally:
             watchdog.stop()
+            if self.liveness is not None:
+                self.liveness.idle()
             current_lease.reset(token)
         self.set_state(WorkerStatus.IDLE)
 
@@ -298,6 +313,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     connection = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=30,
                                       health_check_interval=30)
     reaper = Reaper(connection, [settings.queue], interval=settings.reap_interval).start()
+    liveness = start_watcher(stale_after(settings.job_monitoring_interval,
+                                         renew_timeout(settings.job_monitoring_interval)))
     backoff, attempt = 1.0, 0
     try:
         while True:
@@ -315,6 +332,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     maintenance_interval=settings.maintenance_interval,
                     heartbeat_grace=settings.heartbeat_grace,
                     stall_timeout=settings.stall_timeout,
+                    liveness=liveness,
                 )
                 worker.work(burst=args.burst, logging_level=settings.log_level)
                 backoff = 1.0
@@ -326,6 +344,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             backoff = min(backoff * 2, 30.0)
     finally:
         reaper.stop()
+        liveness.close()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -22,6 +22,9 @@ past the hard limit    job timeout + lease TTL and the main thread never saw RQ'
 Exiting is the one stop that always works while the main thread sits in
 native code; ``metalic serve`` and docker-compose's restart policy start a new
 worker, and the reaper (:mod:`worker.reaper`) hands the job to another one.
+A native call that holds the GIL stops this thread too; each tick is therefore
+also reported to a watcher process (:mod:`worker.liveness`), which kills the
+worker once the ticks stop and the lease has lapsed.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from collections.abc import Callable
 import redis
 
 from worker.fencing import Lease
+from worker.liveness import LivenessReporter
 
 log = logging.getLogger("metalic.worker")
 
@@ -110,11 +114,14 @@ class Watchdog(threading.Thread):
         fail_timeout: callable() -> None. Commit the job-timeout failure while the lease is ours.
         stop_process: callable(code). Ends the process; :func:`hard_exit` unless a test swaps it.
         pulse: MainThreadPulse. Proof that the main thread, which runs the job, still runs Python.
+        liveness: LivenessReporter | None. Told of each tick, for the watcher process that stops
+            this worker when a hang holding the GIL keeps this very thread from running.
     """
 
     def __init__(self, lease: Lease, *, heartbeat: Callable[[], None] | None, interval: float, stall_timeout: float,
                  hard_timeout: float, give_back: Callable[[], None], fail_timeout: Callable[[], None],
-                 stop_process: Callable[[int], None] = hard_exit, pulse: MainThreadPulse = PULSE):
+                 stop_process: Callable[[int], None] = hard_exit, pulse: MainThreadPulse = PULSE,
+                 liveness: LivenessReporter | None = None):
         super().__init__(name="metalic-watchdog", daemon=True)
         self.lease = lease
         self.heartbeat = heartbeat
@@ -125,6 +132,7 @@ class Watchdog(threading.Thread):
         self.fail_timeout = fail_timeout
         self.stop_process = stop_process
         self.pulse = pulse
+        self.liveness = liveness
         self.stopped = threading.Event()
         self.exit_code: int | None = None
 
@@ -137,8 +145,10 @@ class Watchdog(threading.Thread):
         started = last_change = last_tick = time.monotonic()
         seen = self.pulse.count
         self.pulse.probe()
+        self._tick(started)
         while not self.stopped.wait(self.interval):
             now = time.monotonic()
+            self._tick(now)
             if now - last_tick > 2 * self.interval + 1.0:
                 # The whole process was frozen (SIGSTOP, a suspended VM): the main thread is not to blame.
                 last_change = now
@@ -160,6 +170,10 @@ class Watchdog(threading.Thread):
                 return
             if not self._renew(now):
                 return
+
+    def _tick(self, now: float) -> None:
+        if self.liveness is not None:
+            self.liveness.busy(self.lease.job_id, self.lease.deadline() - now)
 
     def _still_ours(self) -> bool:
         """Before acting on a stall: is the lease still this execution's? (Never renews it.)"""

@@ -8,6 +8,7 @@ from hypothesis import given, settings, strategies as st
 
 from codec.errors import BitstreamError
 from codec.rans import BoundedRansCoder, EscapeSeen, GuardedStream, RansStream, check_string, coded_words, max_words
+from tests.support.crafted import compressai_decompress
 from tests.support.models import small_net
 
 
@@ -174,8 +175,8 @@ class TestHarden:
             for net in nets:
                 coders = [m.entropy_coder for m in net.modules() if hasattr(m, "entropy_coder")]
                 assert coders and all(type(c) is BoundedRansCoder for c in coders), name
-                if backend.kind == "autoregressive":
-                    assert net._decompress_ar.__func__.__module__ == "codec.models.zoo_ar"
+                if hasattr(net, "_decompress_ar"):  # mbt2018 and mbt2018-vbr: their own context loops
+                    assert net._decompress_ar.__func__.__module__ == "codec.models.zoo_ar", name
 
     def test_the_autoregressive_y_string_is_checked(self):
         from tests.codec.test_backends import zoo
@@ -188,5 +189,59 @@ class TestHarden:
         flipped = bytearray(y)
         flipped[len(flipped) // 2] ^= 0x40
         for bad in (bytes(flipped), b"\xff" * len(y), y + bytes(4)):
+            with pytest.raises(BitstreamError):
+                backend.decompress([[bad], [z]], coded["shape"], 2)
+
+
+def ar_backend(kind: str, latent_gain: float):
+    """A small random mbt2018 or mbt2018-vbr whose analysis is scaled so that y has escapes (or not)."""
+    from tests.codec.test_backends import vbr, zoo
+
+    backend = vbr("mbt2018-vbr") if kind == "vbr" else zoo("autoregressive")
+    net = backend.net if kind == "vbr" else backend.nets[2]
+    with torch.no_grad():
+        net.g_a[-1].weight *= latent_gain
+    return backend, net
+
+
+class TestAutoregressiveLoops:
+    """The bounded copies of CompressAI's context loops decode exactly as the originals, or refuse."""
+
+    @pytest.mark.parametrize("kind,flags", [("ar", {}), ("vbr", {}), ("vbr", {"no_quantoffset": True}),
+                                            ("vbr", {"ste_recursive": False})])
+    def test_canonical_strings_with_and_without_escapes_decode_as_compressai_does(self, monkeypatch, kind, flags):
+        import codec.models.zoo_ar as zoo_ar
+
+        exact_passes = []
+
+        class CountedStream(RansStream):
+            def __init__(self, *args):
+                exact_passes.append(1)
+                super().__init__(*args)
+
+        monkeypatch.setattr(zoo_ar, "RansStream", CountedStream)
+        gains = {"ar": (5.0, 40.0), "vbr": (40.0, 300.0)}[kind]  # no escape at the first, some at the second
+        for gain, escapes_expected in zip(gains, (False, True)):
+            backend, net = ar_backend(kind, gain)
+            for name, value in flags.items():
+                setattr(net, name, value)
+            torch.manual_seed(1)
+            coded = backend.compress_latents((torch.rand(1, 3, 64, 64),), 2)
+            before = len(exact_passes)
+            out = backend.decompress(coded["strings"], coded["shape"], 2)
+            assert (len(exact_passes) > before) == escapes_expected
+            assert len(coded["strings"][0][0]) > 8  # a y string with symbols in it, not just the final state
+            assert torch.equal(out, compressai_decompress(backend, coded["strings"], coded["shape"], 2))
+
+    @pytest.mark.parametrize("kind", ["ar", "vbr"])
+    def test_crafted_y_strings_are_refused(self, kind):
+        backend, _ = ar_backend(kind, 100.0)
+        torch.manual_seed(2)
+        coded = backend.compress_latents((torch.rand(1, 3, 64, 64),), 2)
+        y, z = coded["strings"][0][0], coded["strings"][1][0]
+        flipped = bytearray(y)
+        flipped[len(flipped) // 2] ^= 0x40
+        # the shortest string that passes the length check asks the C++ loop to read a word per symbol
+        for bad in (bytes(flipped), b"\xff" * len(y), y + bytes(4), bytes(8), b"\xff" * 8, y[:-4]):
             with pytest.raises(BitstreamError):
                 backend.decompress([[bad], [z]], coded["shape"], 2)

@@ -10,6 +10,7 @@ checks on it and on the real codec.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import struct
@@ -68,11 +69,23 @@ def hang_in_native_code(seconds: float) -> None:
     time.sleep(seconds)
 
 
+def hang_holding_the_gil(seconds: float) -> None:
+    """A native call that never comes back *and keeps the GIL*: libc's sleep called through
+    ``ctypes.PyDLL``, which (unlike ``CDLL``) does not release the GIL around the call, so no other
+    thread of the process (the watchdog, the reaper) runs either. SIGALRM blocked as above."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+    libc = ctypes.PyDLL(None)
+    libc.sleep.argtypes, libc.sleep.restype = [ctypes.c_uint], ctypes.c_uint
+    libc.sleep(int(seconds))
+
+
 class Encoder:
     """Fake encoder: ``FAKE_STEP_SECONDS`` (env) per progress step, so tests can kill mid-job.
 
     ``FAKE_HANG_AT_STEP=n`` with ``FAKE_HANG_SECONDS`` makes step n hang in "native code"
-    (:func:`hang_in_native_code`), for the tests of the worker's watchdog.
+    (:func:`hang_in_native_code`), for the tests of the worker's watchdog; with
+    ``FAKE_HANG_HOLDS_GIL=1`` the hang keeps the GIL (:func:`hang_holding_the_gil`), for the
+    tests of the liveness watcher.
     """
 
     def __init__(self, model: str = "metalic-vr", device: str | None = None,
@@ -94,7 +107,8 @@ class Encoder:
         hang_at = int(os.environ.get("FAKE_HANG_AT_STEP", "0"))
         for step in range(1, steps + 1):
             if step == hang_at:
-                hang_in_native_code(float(os.environ.get("FAKE_HANG_SECONDS", "3600")))
+                hang = hang_holding_the_gil if os.environ.get("FAKE_HANG_HOLDS_GIL") == "1" else hang_in_native_code
+                hang(float(os.environ.get("FAKE_HANG_SECONDS", "3600")))
             time.sleep(delay)
             if progress:
                 progress({"stage": "refine", "step": step, "steps": steps, "bpp": bpp, "psnr": quality})

@@ -16,6 +16,12 @@ case is named by its seed and rebuilt exactly (``StreamForge().case(seed)``):
 A canonical case (``expect_ok``) must decode to the encoder side's
 reconstruction; every other case must end in a result or a ``BitstreamError``.
 :func:`run_cases` applies that oracle and bounds the process's RSS.
+
+``StreamForge(model, weights)`` forges for another registered model the same
+way; for the autoregressive zoo models (``mbt2018``, ``mbt2018-vbr``, whose
+released weights are never downloaded) :func:`small_ar_weights` writes small
+seeded ones. Their canonical strings are the model's own coding of a random
+image, and the reference is CompressAI's own, unbounded decoding of them.
 """
 
 from __future__ import annotations
@@ -35,7 +41,16 @@ from codec.errors import BitstreamError
 CANONICAL_PIXELS = 192 * 192
 """Pixels. Largest image a case codes canonical strings for (its decode runs the synthesis)."""
 
+CANONICAL_AR_PIXELS = 128 * 128
+"""Pixels. The same for the autoregressive models, whose decoding loops over every latent position."""
+
 FOREIGN_SLUGS = ("metalic-vr-base", "bmshj2018-hyperprior", "mbt2018", "no-such-model", "a")
+
+AR_MODELS = ("mbt2018", "mbt2018-vbr")
+"""Autoregressive zoo models the forge builds small weights for."""
+
+AR_LATENT_GAIN = 100.0
+"""Gain on the small models' last analysis layer: random weights give near-empty y strings without it."""
 
 
 @dataclass
@@ -50,17 +65,24 @@ class Case:
 class StreamForge:
     """Builds :class:`Case` s against one loaded model (the default: the shipped metalic-vr)."""
 
-    def __init__(self, model: str = "metalic-vr"):
+    def __init__(self, model: str = "metalic-vr", weights: str | None = None):
         from codec.weights import load_model
 
-        self.loaded = load_model(model, "cpu")
+        self.weights = weights
+        self.loaded = load_model(model, "cpu", weights)
         self.backend = self.loaded.backend
-        self.net = self.backend.net
+        self.autoregressive = self.backend.kind in ("autoregressive", "vbr")
+        self.net = None if self.autoregressive else self.backend.net
+
+    def decode(self, data: bytes, **kwargs):
+        """``codec.pipeline.decode`` with this forge's weights (the real decoder, as a user calls it)."""
+        from codec.pipeline import decode
+
+        return decode(data, weights=self.weights, **kwargs)
 
     # ----- the fields ---------------------------------------------------------------------------
     def symbols(self, width: int, height: int) -> tuple[int, int]:
-        h, w = -(-height // 64), -(-width // 64)
-        return self.net.M * 16 * h * w, self.net.entropy_bottleneck.channels * h * w
+        return self.backend.string_symbols(height, width)
 
     @staticmethod
     def _size(rng) -> tuple[int, int]:
@@ -150,23 +172,32 @@ class StreamForge:
         if rng.random() < 0.05:
             weights_hash = rng.bytes(8)
         mode = ImageMode(int(rng.integers(0, len(ImageMode))))
+        if self.autoregressive:  # they take neither: mostly leave them out, so more cases reach the y loop
+            lambda_k = lambda_k if rng.random() < 0.2 else ()
+            bias = bias if rng.random() < 0.2 else b""
 
         y_count, z_count = self.symbols(width, height)
         expect_ok, reference = False, None
-        if width * height <= CANONICAL_PIXELS and rng.random() < 0.6:
-            y, z = self._latents(rng, width, height)
-            coded = self.net.compress_latents(y, z)
-            strings = [coded["strings"][0][0], coded["strings"][1][0]]
+        canonical_pixels = CANONICAL_AR_PIXELS if self.autoregressive else CANONICAL_PIXELS
+        if width * height <= canonical_pixels and rng.random() < 0.6:
+            if self.autoregressive:
+                strings, decode_reference = self._ar_strings(rng, width, height, rate_index)
+            else:
+                y, z = self._latents(rng, width, height)
+                coded = self.net.compress_latents(y, z)
+                strings = [coded["strings"][0][0], coded["strings"][1][0]]
+
+                def decode_reference():
+                    return self.backend.synthesize(coded["y_hat"], rate_index, _lambda_k(lambda_k),
+                                                   _bias(bias, width, height))
             kind = "canonical"
             if rng.random() < 0.5:
                 strings, kind = self._mutate(rng, strings)
             elif all(8 <= len(s) <= 4 * n for s, n in zip(strings, (y_count, z_count))):
                 expect_ok = True
-                x_hat = self.backend.synthesize(coded["y_hat"], rate_index, _lambda_k(lambda_k),
-                                                _bias(bias, width, height))
                 from codec.image import tensor_to_rgb
 
-                reference = tensor_to_rgb(x_hat.float().clamp(0, 1)[..., :height, :width])
+                reference = tensor_to_rgb(decode_reference().float().clamp(0, 1)[..., :height, :width])
         else:
             (ys, ky), (zs, kz) = self._raw(rng, y_count), self._raw(rng, z_count)
             strings, kind = [ys, zs], f"{ky}/{kz}"
@@ -175,11 +206,65 @@ class StreamForge:
             strings, kind = (strings + [rng.bytes(8)] * 2)[:n], f"{kind}+{n}-strings"
         header_ok = (model_id == self.loaded.name and weights_hash == self.loaded.weights_hash
                      and latent_shape == (-(-height // 64), -(-width // 64)) and lo <= rate_index <= hi
-                     and n == 2 and width * height <= DEFAULT_MAX_PIXELS)
+                     and n == 2 and width * height <= DEFAULT_MAX_PIXELS
+                     and (not lambda_k or self.backend.supports_lambda_k) and (not bias or self.backend.supports_bias))
         payload = Payload(model_id=model_id, weights_hash=weights_hash, width=width, height=height, mode=mode,
                           rate_index=rate_index, lambda_k=lambda_k, bias_indices=bias, strings=tuple(strings),
                           latent_shape=latent_shape)
         return Case(seed, bitstream.pack(payload), kind, expect_ok and header_ok, reference if header_ok else None)
+
+
+    def _ar_strings(self, rng, width: int, height: int, rate_index: int):
+        """The model's own coding of a random image (its padded size), and CompressAI's decoding of it."""
+        lo, hi = self.backend.rate_range()
+        rate = rate_index if lo <= rate_index <= hi else lo
+        h, w = -(-height // 64), -(-width // 64)
+        g = torch.Generator().manual_seed(int(rng.integers(1 << 31)))
+        x = torch.rand(1, 3, 64 * h, 64 * w, generator=g) * float(rng.choice([0.1, 0.3, 1.0, 3.0]))
+        coded = self.backend.compress_latents(self.backend.encode_latents(x, rate), rate)
+        strings = [coded["strings"][0][0], coded["strings"][1][0]]
+        return strings, lambda: compressai_decompress(self.backend, [[s] for s in strings], coded["shape"], rate)
+
+
+def ar_network(backend, rate_index: int):
+    """The network of an autoregressive backend (ZooBackend: one per quality; ZooVbrBackend: one)."""
+    return backend.net if backend.kind == "vbr" else backend.net(rate_index)
+
+
+def compressai_decompress(backend, strings, shape, rate_index: int):
+    """An autoregressive backend's decoding through CompressAI's own context loop (unbounded, unchecked).
+
+    The bounded loop of :mod:`codec.models.zoo_ar` must give exactly this on every canonical string.
+    """
+    net = ar_network(backend, rate_index)
+    bounded = net.__dict__.pop("_decompress_ar")
+    try:
+        return backend.decompress(strings, shape, rate_index)
+    finally:
+        net._decompress_ar = bounded
+
+
+def small_ar_weights(slug: str, folder, seed: int = 0, gain: float = AR_LATENT_GAIN):
+    """Writes small seeded weights of ``slug`` (one of :data:`AR_MODELS`) that the registry loads; returns the path."""
+    from pathlib import Path
+
+    from compressai.models import JointAutoregressiveHierarchicalPriors
+    from compressai.zoo.image_vbr import model_architectures
+
+    from codec.models.zoo import VBR
+
+    torch.manual_seed(seed)
+    if slug == "mbt2018":
+        net, name = JointAutoregressiveHierarchicalPriors(N=16, M=24), "mbt2018-3-5eed0000.pth"  # quality 3
+    elif slug == "mbt2018-vbr":
+        net, name = model_architectures[VBR[slug]](N=16, M=24), f"{slug}.pth"
+    else:
+        raise ValueError(f"no small weights for {slug}; choose from {AR_MODELS}")
+    with torch.no_grad():
+        net.g_a[-1].weight *= gain
+    path = Path(folder) / name
+    torch.save(net.state_dict(), path)
+    return path
 
 
 def _lambda_k(lambda_k):

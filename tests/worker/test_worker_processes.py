@@ -94,6 +94,22 @@ def wait_for(predicate, timeout: float, what: str):
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+def children(pid: int) -> list[int]:
+    """Child processes of ``pid`` (Linux /proc)."""
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
 def running_step(job, step: int = 1):
     job.refresh()
     progress = job.meta.get("progress") or {}
@@ -125,6 +141,29 @@ class TestFaults:
         record = assert_one_published_bitstream(queue, job)
         assert record.attempts == 2
         assert "hung in native code" in workers.log("hung")
+
+    def test_a_worker_hung_holding_the_gil_is_killed_from_outside_and_its_job_retried(self, workers, queue):
+        # No thread of the hung worker runs (watchdog, reaper, signal handlers): only its liveness
+        # watcher, a process of its own, can stop it.
+        job = enqueue(queue, {"preset": "fast", "refine_steps": 6}, retries=2)
+        frozen = workers.start("frozen", FAKE_HANG_AT_STEP="2", FAKE_HANG_HOLDS_GIL="1")
+        wait_for(lambda: running_step(job), 15, "the job to run")
+        watcher = wait_for(lambda: children(frozen.pid), 5, "the worker's liveness watcher")
+        hung_at = time.monotonic()
+        frozen_execution = queue.connection.get(f"metalic:lease:{job.id}")
+        wait_for(lambda: frozen.poll() is not None, 20, "the frozen worker to be killed")
+        assert frozen.returncode == -signal.SIGKILL
+        # the lease (1 + 2 s) has lapsed and no tick came for stale_after(1, 1) = 6 s
+        assert time.monotonic() - hung_at < 6 + 2
+        assert "holding the GIL" in workers.log("frozen")
+        wait_for(lambda: not pid_alive(watcher[0]), 5, "the watcher to end with its worker")
+        assert outcome(queue, job.id) is None  # nothing committed by the frozen run
+        workers.start("healthy")
+        wait_for(lambda: outcome(queue, job.id), 20, "the job to end on the healthy worker")
+        record = assert_one_published_bitstream(queue, job)
+        assert frozen_execution and record.attempts == 2 and record.execution != frozen_execution.decode()
+        job.refresh()
+        assert job.get_status() == JobStatus.FINISHED and job.retries_left == 1 and job.meta.get("lost") == 1
 
     def test_a_paused_worker_that_wakes_up_publishes_nothing(self, workers, queue):
         job = enqueue(queue, {"preset": "fast", "refine_steps": 20}, retries=2)
