@@ -65,7 +65,11 @@ def _load_model(name: str, device: str = "cpu", weights: str | None = None) -> L
     entry = MODELS[name]
     if hasattr(entry, "load_backend"):  # a zoo model: its own weights files, its own backend
         return entry.load_backend(device, weights)
-    manifest = read_manifest()["models"].get(name)
+    models = read_manifest()["models"]
+    manifest = models.get(name)
+    if manifest is not None and "weights_of" in manifest:
+        # a model that starts from another entry's file (the gated default before its fine-tune)
+        manifest = models[manifest["weights_of"]]
     cls = entry
     if weights is None and manifest is None:
         # No shipped weights yet: a seeded random model still round-trips exactly.

@@ -56,14 +56,50 @@ def learning_rate(cfg: TrainConfig, step: int) -> float:
     return cfg.lr * (cfg.lr_final / cfg.lr) ** f
 
 
-def make_optimizers(net, cfg: TrainConfig):
+def make_optimizers(net, cfg: TrainConfig, groups: list[dict] | None = None):
+    """Adam on the networks (``groups``: parameter groups, each with an optional ``lr_scale``) and on the quantiles."""
     main = [p for n, p in net.named_parameters() if not n.endswith(".quantiles")]
     aux = [p for n, p in net.named_parameters() if n.endswith(".quantiles")]
-    return torch.optim.Adam(main, lr=cfg.lr), torch.optim.Adam(aux, lr=cfg.aux_lr)
+    return torch.optim.Adam(groups or main, lr=cfg.lr), torch.optim.Adam(aux, lr=cfg.aux_lr)
+
+
+class Recipe:
+    """What a training command puts into the base loop; this one is ``train base`` itself.
+
+    A fine-tuning command (``train ecg``) subclasses it: another network, more
+    parameter groups, an extra loss term and log columns; the loop, the
+    seeding, the checkpoints and resume stay the base training's.
+    """
+
+    log_fields = LOG_FIELDS
+
+    def build(self, cfg) -> torch.nn.Module:
+        return VariableRateHyperprior(cfg.N, cfg.M, cfg.lmbda_min, cfg.lmbda_max)
+
+    def param_groups(self, net, cfg) -> list[dict] | None:
+        return None  # one group: every network parameter at the schedule's rate
+
+    def extra_loss(self, net, cfg) -> tuple[torch.Tensor | None, dict]:
+        """A term added to the RD loss of a step, and what to log of it."""
+        return None, {}
+
+    def checkpoint_fields(self, cfg) -> dict:
+        return {}
+
+    def check_resume(self, state: dict, cfg, path: Path) -> None:
+        if state["config"]["N"] != cfg.N or state["config"]["M"] != cfg.M:
+            raise ValueError(f"{path} was trained with another N/M; use a new --out")
+
+    def validate_extra(self, net, x: torch.Tensor, lmbda: float) -> dict:
+        """More columns of a validation row (``x``: the first validation crop)."""
+        return {}
+
+
+BASE = Recipe()
 
 
 @torch.no_grad()
-def validate(net, val: torch.Tensor, cfg: TrainConfig, device) -> list[dict]:
+def validate(net, val: torch.Tensor, cfg: TrainConfig, device, recipe: Recipe = BASE) -> list[dict]:
     """Quantized (not noisy) RD at three λ values on fixed centre crops, float32."""
     net.eval()
     rows = []
@@ -80,26 +116,26 @@ def validate(net, val: torch.Tensor, cfg: TrainConfig, device) -> list[dict]:
             tot["bpp"] += r["bpp_i"].sum().item()
             tot["mse"] += r["mse_i"].sum().item()
             tot["psnr"] += (10 * torch.log10(1 / r["mse_i"].clamp_min(1e-10))).sum().item()
-        rows.append({"kind": "val", "lmbda": lmbda, **{k: v / len(val) for k, v in tot.items()}})
+        rows.append({"kind": "val", "lmbda": lmbda, **{k: v / len(val) for k, v in tot.items()},
+                     **recipe.validate_extra(net, val[:1].to(device), lmbda)})
     net.train()
     return rows
 
 
-def train(cfg: TrainConfig, device: str | None = None, quiet: bool = False) -> Path:
+def train(cfg: TrainConfig, device: str | None = None, quiet: bool = False, recipe: Recipe = BASE) -> Path:
     """Runs (or resumes) training until ``cfg.steps``; returns the checkpoint path."""
     device, amp, out = prepare_run(cfg, device)
     ckpt_path, log_path = out / "last.pt", out / "log.csv"
 
     torch.manual_seed(cfg.seed)  # the initialisation too: same seed, same run
-    net = VariableRateHyperprior(cfg.N, cfg.M, cfg.lmbda_min, cfg.lmbda_max).to(device)
-    opt, aux_opt = make_optimizers(net, cfg)
+    net = recipe.build(cfg).to(device)
+    opt, aux_opt = make_optimizers(net, cfg, recipe.param_groups(net, cfg))
     step, wall = 0, 0.0
     if cfg.resume and seed_from(Path(cfg.resume), out):
         print(f"resuming from the published checkpoint {cfg.resume}", flush=True)
     if ckpt_path.exists():
         state = torch.load(ckpt_path, map_location=device, weights_only=True)
-        if state["config"]["N"] != cfg.N or state["config"]["M"] != cfg.M:
-            raise ValueError(f"{ckpt_path} was trained with another N/M; use a new --out")
+        recipe.check_resume(state, cfg, ckpt_path)
         net.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         aux_opt.load_state_dict(state["aux_optimizer"])
@@ -115,11 +151,11 @@ def train(cfg: TrainConfig, device: str | None = None, quiet: bool = False) -> P
     val = center_crops(cfg.val, cfg.val_size, cfg.val_images) if cfg.val else None
     new_log = not log_path.exists()
     log_file = open(log_path, "a", newline="")
-    log = csv.DictWriter(log_file, LOG_FIELDS, extrasaction="ignore")
+    log = csv.DictWriter(log_file, recipe.log_fields, extrasaction="ignore")
     if new_log:
         log.writeheader()
     else:
-        truncate_log(log_path, step)
+        truncate_log(log_path, step, recipe.log_fields)
 
     stop = {"now": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
@@ -127,7 +163,8 @@ def train(cfg: TrainConfig, device: str | None = None, quiet: bool = False) -> P
     def checkpoint():
         save_atomic({"model": net.state_dict(), "optimizer": opt.state_dict(),
                      "aux_optimizer": aux_opt.state_dict(), "step": step, "wall": wall,
-                     "config": cfg.to_dict(), "amp": amp, "images": len(sampler)}, ckpt_path)
+                     "config": cfg.to_dict(), "amp": amp, "images": len(sampler),
+                     **recipe.checkpoint_fields(cfg)}, ckpt_path)
         log_file.flush()
 
     if not quiet:
@@ -145,10 +182,12 @@ def train(cfg: TrainConfig, device: str | None = None, quiet: bool = False) -> P
         torch.manual_seed(cfg.seed * 1_000_003 + step)  # the quantization noise
         lr = learning_rate(cfg, step)
         for g in opt.param_groups:
-            g["lr"] = lr
+            g["lr"] = lr * g.get("lr_scale", 1.0)
         r = rd_loss(net(x, lam, amp=amp, quant=cfg.quant), x, lam)
+        term, extra = recipe.extra_loss(net, cfg)
+        loss = r["loss"] if term is None else r["loss"] + term
         opt.zero_grad(set_to_none=True)
-        r["loss"].backward()
+        loss.backward()
         if cfg.clip:
             torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.clip)
         opt.step()
@@ -165,10 +204,10 @@ def train(cfg: TrainConfig, device: str | None = None, quiet: bool = False) -> P
             psnr = 10 * math.log10(1 / max(r["mse"].item(), 1e-10))
             log.writerow({"step": step, "wall": round(wall, 1), "kind": "train", "lmbda": "",
                           "loss": r["loss"].item(), "bpp": r["bpp"].item(), "mse": r["mse"].item(),
-                          "psnr": psnr, "aux": aux.item(), "lr": lr})
+                          "psnr": psnr, "aux": aux.item(), "lr": lr, **extra})
             bar.set_postfix(loss=f"{r['loss'].item():.3f}", bpp=f"{r['bpp'].item():.3f}", sps=f"{step / max(wall, 1e-9):.2f}")
         if val is not None and (step % cfg.val_every == 0 or step == last):
-            for row in validate(net, val, cfg, device):
+            for row in validate(net, val, cfg, device, recipe):
                 log.writerow({"step": step, "wall": round(wall, 1), "aux": "", "lr": lr, **row})
         if step % cfg.snapshot_every == 0:
             save_atomic({"model": net.state_dict(), "step": step, "config": cfg.to_dict()}, out / f"snapshot_{step:07d}.pt")
@@ -193,11 +232,11 @@ def truncate_log(log_path: Path, step: int, fields: list[str] = LOG_FIELDS, key:
             w.writerows(keep)
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="JSON file with TrainConfig fields; flags override it")
+def add_arguments(p: argparse.ArgumentParser, config_cls: type = TrainConfig) -> None:
+    p.add_argument("--config", help=f"JSON file with {config_cls.__name__} fields; flags override it")
     p.add_argument("--device", help="cpu or cuda (default: cuda when present)")
     p.add_argument("--quiet", action="store_true")
-    for f in TrainConfig.__dataclass_fields__.values():
+    for f in config_cls.__dataclass_fields__.values():
         if f.name == "data":
             p.add_argument("--data", nargs="+", help="training image folders")
         else:

@@ -43,13 +43,16 @@ def export(ckpt: Path, name: str, out_dir: Path = WEIGHTS_DIR, make_default: boo
         architecture: str. Registry slug the weights are for.
         half: bool. Store the large kernels in float16 (see above).
     """
-    from codec.models.variable_rate import VariableRateHyperprior
+    from codec import models  # noqa: F401  (fills the registry)
+    from codec.registry import MODELS
 
     state = torch.load(ckpt, map_location="cpu", weights_only=True)
     cfg = state["config"]
     train_cfg = state.get("train_config", cfg)
     model_cfg = {k: cfg[k] for k in ("N", "M", "lmbda_min", "lmbda_max")}
-    net = VariableRateHyperprior(**model_cfg)
+    if architecture not in MODELS or hasattr(MODELS[architecture], "load_backend"):
+        raise ValueError(f"{architecture!r} is not a metalic-vr architecture")
+    net = MODELS[architecture](**model_cfg)
     net.load_state_dict(state["model"])
     halved = set()
     if half:
@@ -74,8 +77,8 @@ def export(ckpt: Path, name: str, out_dir: Path = WEIGHTS_DIR, make_default: boo
         "bias_bank_clusters": _bank_rows(net.bias_bank),
         "storage": "float16 kernels" if half else "float32",
     }
-    if "init_sha256" in state:  # a meta fine-tuning checkpoint (train meta)
-        entry["meta"] = {"init": state.get("init"), "init_sha256": state["init_sha256"]}
+    if "init_sha256" in state:  # a fine-tuning checkpoint (train meta, train ecg)
+        entry[state.get("recipe", "meta")] = {"init": state.get("init"), "init_sha256": state["init_sha256"]}
     logs = [(run_dir / "log.csv", "log.csv"), (run_dir / "curves.png", "curves.png")]
     if "bias_bank" in state:  # a bias-bank weights file (train bias-bank)
         entry["bias_bank"] = {k: v for k, v in state["bias_bank"].items() if k != "cluster_sizes"}

@@ -108,7 +108,7 @@ class TestRegistry:
     def test_every_zoo_model_and_vbr_model_is_registered_once(self):
         from codec.registry import MODELS
 
-        assert set(ZOO) | set(VBR) | {"metalic-vr", "metalic-vr-base"} == set(MODELS)
+        assert set(ZOO) | set(VBR) | {"metalic-vr", "metalic-vr-base", "metalic-vr-ecg"} == set(MODELS)
 
     @pytest.mark.parametrize("slug", sorted(VBR))
     def test_vbr_models_load_through_the_registry_from_a_local_file(self, tmp_path, slug):
