@@ -47,7 +47,7 @@ import redis
 from PIL import Image
 
 from metalic.stack import FAST_FAILOVER, REDIS_PASSWORD, LocalStack
-from metalic_client import Client, IntegrityError, Job, MetalicClientError
+from metalic_client import APIStatusError, Client, IntegrityError, Job, MetalicClientError
 
 API_KEY = "harness:fault-harness-key"
 FAULTS = ("kill", "pause", "redis-restart", "drop")
@@ -60,6 +60,7 @@ class FaultReport:
     workers: int
     accepted: int = 0
     refused: int = 0
+    resubmitted: int = 0
     succeeded: int = 0
     failed: dict[str, int] = field(default_factory=dict)
     lost: int = 0
@@ -75,7 +76,7 @@ class FaultReport:
     def summary(self) -> str:
         failed = sum(self.failed.values())
         return (f"accepted {self.accepted}  succeeded {self.succeeded}  failed {failed}  lost {self.lost}  "
-                f"duplicated {self.duplicated}  longest to terminal {self.max_seconds_to_terminal}s  "
+                f"duplicated {self.duplicated}  refused {self.refused} (resubmitted {self.resubmitted})  longest to terminal {self.max_seconds_to_terminal}s  "
                 f"faults {dict(self.faults)}")
 
 
@@ -137,6 +138,9 @@ class FaultThread(threading.Thread):
             self.counts[fault] += 1
 
 
+SUBMIT_PATIENCE = 90.0
+
+
 def run_faults(jobs: int = 24, workers: int = 3, submit_seconds: float = 20.0, fault_interval: float = 2.0,
                drain_timeout: float = 180.0, seed: int = 0, tmp: Path | None = None,
                preset: str = "fast") -> FaultReport:
@@ -159,12 +163,22 @@ def run_faults(jobs: int = 24, workers: int = 3, submit_seconds: float = 20.0, f
         def submit(i: int) -> None:
             # Submissions spread evenly over submit_seconds, whatever the earlier ones took.
             time.sleep(max(0.0, t0 + submit_seconds * i / max(jobs, 1) - time.monotonic()))
+            # A client that sees only 503s (Redis restarting) and 429s (busy) for all its retries
+            # submits again under the same idempotency key, as a caller would; only a submission
+            # still refused after SUBMIT_PATIENCE counts as refused.
+            give_up = time.monotonic() + SUBMIT_PATIENCE
             with Client(stack.url, API_KEY.split(":", 1)[1], max_retries=12, timeout=15) as client:
-                try:
-                    accepted[i] = client.encode(images[i], target_bpp=0.5, preset=preset, wait=False,
-                                                idempotency_key=f"harness-{seed}-{i}")
-                except MetalicClientError:
-                    report.refused += 1
+                while True:
+                    try:
+                        accepted[i] = client.encode(images[i], target_bpp=0.5, preset=preset, wait=False,
+                                                    idempotency_key=f"harness-{seed}-{i}")
+                        return
+                    except MetalicClientError as e:
+                        transient = not isinstance(e, APIStatusError) or e.status in (429, 503)
+                        if not transient or time.monotonic() > give_up:
+                            report.refused += 1
+                            return
+                        report.resubmitted += 1
 
         with ThreadPoolExecutor(max_workers=8) as pool:
             list(pool.map(submit, range(jobs)))
