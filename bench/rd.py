@@ -328,13 +328,13 @@ def _cmd_rd(args: argparse.Namespace) -> int:
 
 
 def _cmd_speed(args: argparse.Namespace) -> int:
+    if not args.no_service and args.service_fn is None:
+        raise ValueError("the service measurements need the metalic CLI (metalic bench speed); or --no-service")
     images = load_images(args.data, args.limit)
     summary = speed.run_speed(images, args.presets, args.timing_codecs, args.timing_runs, args.bpp, args.weights,
                               log=_log)
     streams = summary.pop("streams")
     if not args.no_service:
-        if args.service_fn is None:
-            raise ValueError("the service measurements need the metalic CLI (metalic bench speed); or --no-service")
         summary["service"] = args.service_fn([img for _, img in images], list(streams.values()),
                                              seconds=args.service_seconds, clients=args.clients, jobs=args.jobs,
                                              preset=args.presets[0])
