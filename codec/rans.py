@@ -85,6 +85,9 @@ ESCAPE_WINDOW = 1024
 """Symbols. After an escape, how many the exact pass decodes in Python before the C++ pass resumes
 (escapes come in clusters: one resumption per cluster, not per escape)."""
 
+RESUME_CHUNK = 4096
+"""Symbols. The first C++ chunk after an escape; each further chunk without one is twice as long."""
+
 _L = 1 << 31  # RANS64_L, the lower end of the normalized state interval
 _MASK = (1 << PRECISION) - 1
 _NIBBLE = (1 << BYPASS_BITS) - 1
@@ -242,12 +245,16 @@ class BoundedRansCoder:
         string = bytes(string)
         count = len(indexes)
         check_string(string, count)
+        # rows cut to their own length: the C++ reads no entry past it (the last, 1 << 16, stops every
+        # search) and converts every entry it is given on each call, most of them padding otherwise
+        cdfs = [row[:n] for row, n in zip(cdfs, sizes)]
         guarded = [n + 1 for n in sizes]
         values = self._guarded(string, indexes, cdfs, guarded, offsets)
         flags = escape_flags(indexes, sizes, offsets)
         escape_nibbles = 0
-        if np.any(np.asarray(values, dtype=np.int64) == flags):
-            values, escape_nibbles = self.resumed_decode(string, indexes, cdfs, sizes, offsets, values, flags, guarded)
+        found = np.asarray(values, dtype=np.int64)
+        if np.any(found == flags):
+            values, escape_nibbles = self.resumed_decode(string, indexes, cdfs, sizes, offsets, found, flags, guarded)
         self.check_canonical(string, values, indexes, cdfs, sizes, offsets, escape_nibbles)
         return values
 
@@ -262,7 +269,7 @@ class BoundedRansCoder:
         return None if escapes(values, indexes, sizes, offsets) else values
 
     def resumed_decode(self, string: bytes, indexes, cdfs, sizes, offsets, values, flags, guarded_sizes,
-                       window: int = ESCAPE_WINDOW) -> tuple[list[int], int]:
+                       window: int = ESCAPE_WINDOW, first_chunk: int = RESUME_CHUNK) -> tuple[list[int], int]:
         """The exact pass of a string with escapes, at C++ speed between them.
 
         A guarded pass is the real decoder up to its first escape, so its
@@ -270,7 +277,8 @@ class BoundedRansCoder:
         Python (no CDF search; :func:`advance`). The escape itself and the
         ``window`` symbols after it are decoded by :class:`RansStream`; then
         the guarded C++ pass resumes from that state, on a fresh buffer that
-        starts with the state as its two flush words. Every value is what
+        starts with the state as its two flush words, for ``first_chunk``
+        symbols, then twice as many, and so on until the next escape. Every value is what
         :class:`RansStream` alone returns, and every read is bounds-checked
         or inside a padded copy.
 
@@ -285,28 +293,39 @@ class BoundedRansCoder:
         idx = np.asarray(indexes, dtype=np.int64)
         offs = np.asarray(offsets, dtype=np.int64)
         stream = RansStream(string, cdfs, sizes, offsets)
-        out = np.asarray(values, dtype=np.int64)
-        count, start = len(idx), 0
+        out = np.array(values, dtype=np.int64)
+        count, start, chunk = len(idx), 0, first_chunk
         x, pos = stream._x, stream._pos
         seg = out
-        while start < count:
-            hit = np.flatnonzero(seg == flags[start:start + len(seg)])
-            if not len(hit):
-                out[start:] = seg
-                break
-            esc = start + int(hit[0])
-            out[start:esc] = seg[:hit[0]]
-            rows = idx[start:esc]
-            sym = seg[:hit[0]] - offs[rows]
+
+        def carry(x, pos, begin, values):  # the state over values the C++ pass decoded exactly
+            rows = idx[begin:begin + len(values)]
+            sym = values - offs[rows]
             low = table[rows, sym]
-            x, pos = advance(x, pos, (table[rows, sym + 1] - low).tolist(), low.tolist(), word_list)
-            stream._x, stream._pos = x, pos
-            stop = min(count, esc + 1 + window)
-            out[esc:stop] = stream.decode(indexes[esc:stop])
-            x, pos, start = stream._x, stream._pos, stop
+            return advance(x, pos, (table[rows, sym + 1] - low).tolist(), low.tolist(), word_list)
+
+        while start < count:
+            end = start + len(seg)
+            hit = np.flatnonzero(seg == flags[start:end])
+            if not len(hit):
+                out[start:end] = seg
+                if end == count:
+                    break
+                x, pos = carry(x, pos, start, seg)
+                start = end
+            else:
+                esc = start + int(hit[0])
+                out[start:esc] = seg[:hit[0]]
+                stream._x, stream._pos = carry(x, pos, start, seg[:hit[0]])
+                stop = min(count, esc + 1 + window)
+                out[esc:stop] = stream.decode(indexes[esc:stop])
+                x, pos, start, chunk = stream._x, stream._pos, stop, first_chunk
             if start < count:
+                # chunks double while no escape comes: C++ work stays within a few times the symbols
+                # decoded, however many escapes a string holds
+                n, chunk = min(count - start, chunk), 2 * chunk
                 head = np.array([x & 0xFFFFFFFF, x >> 32], dtype="<u4").tobytes()
-                seg = np.asarray(self._guarded(head + words[pos:].tobytes(), indexes[start:], cdfs,
+                seg = np.asarray(self._guarded(head + words[pos:].tobytes(), indexes[start:start + n], cdfs,
                                                guarded_sizes, offsets), dtype=np.int64)
         return out.tolist(), stream.escape_nibbles
 
@@ -396,10 +415,10 @@ def advance(x: int, pos: int, freqs: Sequence[int], starts: Sequence[int], words
     Raises:
         BitstreamError: the string runs out before the last symbol.
     """
-    n = len(words)
+    n, shift, mask, low = len(words), PRECISION, _MASK, _L  # locals: this loop runs once per symbol
     for f, c in zip(freqs, starts):
-        x = f * (x >> PRECISION) + (x & _MASK) - c
-        if x < _L:
+        x = f * (x >> shift) + (x & mask) - c
+        if x < low:
             if pos >= n:
                 raise BitstreamError(f"entropy-coded string ends after {n} words, before its last symbol")
             x = (x << 32) | words[pos]

@@ -72,8 +72,9 @@ class TestBoundedRansCoder:
 
     @settings(max_examples=60, deadline=None)
     @given(seed=st.integers(0, 2**32 - 1), count=st.integers(8, 3000), outliers=st.sampled_from([0.001, 0.01, 0.2]),
-           window=st.sampled_from([0, 1, 7, 1024]), damage=st.integers(-1, 40))
-    def test_the_resumed_exact_pass_is_the_python_decoder(self, tables, seed, count, outliers, window, damage):
+           window=st.sampled_from([0, 1, 7, 1024]), chunk=st.sampled_from([1, 5, 64, 4096]),
+           damage=st.integers(-1, 40))
+    def test_the_resumed_exact_pass_is_the_python_decoder(self, tables, seed, count, outliers, window, chunk, damage):
         # every resumption point (window 0 resumes right after each escape) and damaged strings:
         # same values, same escape nibbles, or the same refusal
         values, indexes = symbols_for(tables, seed, count, 1.0, outliers)
@@ -90,9 +91,12 @@ class TestBoundedRansCoder:
             want = (stream.decode(indexes), stream.escape_nibbles)
         except BitstreamError:
             with pytest.raises(BitstreamError):
-                coder.resumed_decode(string, indexes, *tables, guarded, flags, [n + 1 for n in sizes], window)
+                coder.resumed_decode(string, indexes, *tables, np.asarray(guarded), flags, [n + 1 for n in sizes],
+                                     window, chunk)
             return
-        assert coder.resumed_decode(string, indexes, *tables, guarded, flags, [n + 1 for n in sizes], window) == want
+        got = coder.resumed_decode(string, indexes, *tables, np.asarray(guarded), flags, [n + 1 for n in sizes],
+                                   window, chunk)
+        assert got == want
 
     @pytest.mark.parametrize("damage", ["flip", "append-word", "drop-word", "zero-tail", "swap-words"])
     def test_a_damaged_string_is_refused(self, tables, damage):
