@@ -332,11 +332,23 @@ def _configure_rd(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def _configure_speed(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.description = "Side-by-side encode/decode timing of metalic and AVIF (median of N runs)."
-    _add_common(parser)
-    parser.add_argument("--lambda", dest="lmbda", type=float, default=0.01, help="metalic λ (default 0.01)")
-    parser.add_argument("--bpp", type=float, default=0.5, help="anchor rate with --no-metalic (default 0.5)")
-    parser.set_defaults(func=_cmd_speed)
+    parser.description = ("Speed on Kodak: encode stages per preset, decode stages, the decode floor, Pillow's "
+                          "JPEG/WebP/AVIF side by side, POST /decode requests/s and worker jobs/hour "
+                          "(median of N runs).")
+    parser.add_argument("--data", type=Path, required=True, help="folder of .png/.jpg images (Kodak)")
+    parser.add_argument("--out", type=Path, required=True, help="output folder (created): speed.json, speed.txt")
+    parser.add_argument("--limit", type=int, default=None, help="first N images only (sorted by name)")
+    parser.add_argument("--weights", default=None, help="metalic weights file (default: the shipped model)")
+    parser.add_argument("--presets", type=_names, default=("fast", "balanced", "max"),
+                        help="encoder presets, comma-separated (the first one's stream is decoded)")
+    parser.add_argument("--timing-runs", type=int, default=5, help="timed runs per measurement (median)")
+    parser.add_argument("--timing-codecs", type=_names, default=("jpeg", "webp", "avif"), help="Pillow anchors")
+    parser.add_argument("--bpp", type=float, default=0.5, help="target rate of the encodes (default 0.5)")
+    parser.add_argument("--no-service", action="store_true", help="skip the uvicorn and worker measurements")
+    parser.add_argument("--service-seconds", type=float, default=20.0, help="closed-loop POST /decode seconds")
+    parser.add_argument("--clients", type=int, default=2, help="concurrent POST /decode clients")
+    parser.add_argument("--jobs", type=int, default=5, help="real worker jobs timed for jobs/hour")
+    parser.set_defaults(func=_cmd_speed, service_fn=None)
     return parser
 
 
@@ -371,20 +383,21 @@ def _cmd_rd(args: argparse.Namespace) -> int:
 
 
 def _cmd_speed(args: argparse.Namespace) -> int:
-    runs = max(1, args.timing_runs)
-    metalic = _runner(args)
-    codecs = RDConfig(codecs=(), timing_codecs=args.timing_codecs).resolve().timing_codecs
-    target = None if metalic is not None else args.bpp
-    names, per_image = [], []
-    for name, img in load_images(args.data, args.limit):
-        names.append(name)
-        per_image.append(speed.time_image(img, metalic, args.lmbda, codecs, runs, target))
-        _log(f"{name}: timing done")
-    summary = speed.summarize_timing(per_image, runs)
-    report.write_json({**summary, "per_image": dict(zip(names, per_image))}, args.out / "speed.json")
-    for codec, row in summary["median"].items():
-        print(f"{codec}: encode {row['encode_s']:.4f} s, decode {row['decode_s']:.4f} s (median)")
-    print(f"machine: {summary['machine']['description']}; wrote {args.out / 'speed.json'}")
+    if not args.no_service and args.service_fn is None:
+        raise ValueError("the service measurements need the metalic CLI (metalic bench speed); or --no-service")
+    images = load_images(args.data, args.limit)
+    summary = speed.run_speed(images, args.presets, args.timing_codecs, args.timing_runs, args.bpp, args.weights,
+                              log=_log)
+    streams = summary.pop("streams")
+    if not args.no_service:
+        summary["service"] = args.service_fn([img for _, img in images], list(streams.values()),
+                                             seconds=args.service_seconds, clients=args.clients, jobs=args.jobs,
+                                             preset=args.presets[0])
+    table = speed.speed_table(summary)
+    report.write_json(summary, args.out / "speed.json")
+    (args.out / "speed.txt").write_text(table + "\n", encoding="utf-8")
+    print(table)
+    print(f"wrote {args.out / 'speed.json'} and speed.txt")
     return 0
 
 
@@ -394,7 +407,7 @@ def add_bench_subparsers(subparsers: argparse._SubParsersAction) -> None:
     Each sets ``func``: the caller runs ``return args.func(args)`` (an int exit code).
     """
     _configure_rd(subparsers.add_parser("rd", help="RD curves, BD-rates, table and plot"))
-    _configure_speed(subparsers.add_parser("speed", help="side-by-side timing against AVIF"))
+    _configure_speed(subparsers.add_parser("speed", help="encode/decode speed, the floor, the service"))
 
 
 def run_standalone(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:

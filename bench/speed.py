@@ -145,3 +145,236 @@ def summarize_timing(per_image: Sequence[Mapping[str, Mapping[str, Any]]], runs:
             if all(key in r for r in rows)
         }
     return {"runs": runs, "machine": machine_info(), "median": median}
+
+
+# ----- metalic bench speed: presets, decode stages, the floor, anchors -----------------------------------
+
+PNG_LEVELS = (1, 3)
+"""zlib levels of the decoded PNG timed side by side (the decode endpoint writes level 1)."""
+
+
+def _median_stages(rows: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    return {k: statistics.median(r[k] for r in rows if k in r) for k in keys}
+
+
+def time_decode(data: bytes, runs: int = 5) -> dict[str, Any]:
+    """Median seconds of each decode stage (:mod:`codec.timing`), of the whole decode and of PNG writing.
+
+    ``total`` is :func:`codec.pipeline.decode` end to end; ``png_level_N`` is
+    writing its image as PNG at zlib level N (not part of ``total``).
+    """
+    import io
+
+    from codec.pipeline import decode
+    from codec.timing import recording
+
+    decode(data)  # warm-up: model load, allocator, kernel selection
+    rows = []
+    for _ in range(runs):
+        with recording() as seconds:
+            t = time.perf_counter()
+            result = decode(data)
+            seconds["total"] = time.perf_counter() - t
+        for level in PNG_LEVELS:
+            buffer = io.BytesIO()
+            t = time.perf_counter()
+            result.image.save(buffer, format="PNG", compress_level=level)
+            seconds[f"png_level_{level}"] = time.perf_counter() - t
+            seconds[f"png_level_{level}_bytes"] = len(buffer.getvalue())
+        rows.append(seconds)
+    return _median_stages(rows)
+
+
+def time_presets(encoder, png: bytes, presets: Sequence[str], target_bpp: float, runs: int) -> dict[str, Any]:
+    """Per preset: medians of the encoder's own stage seconds over ``runs`` encodes, and the stream.
+
+    The stage seconds are those :class:`codec.pipeline.Encoder` reports in
+    ``metadata["seconds"]`` (what a worker's job record shows).
+    """
+    out = {}
+    for preset in presets:
+        rows, result = [], None
+        for _ in range(runs):
+            result = encoder.encode(png, {"target_bpp": target_bpp, "preset": preset})
+            rows.append(result.metadata["seconds"])
+        out[preset] = {"seconds": _median_stages(rows), "bpp": result.metadata["bpp"],
+                       "psnr": result.metadata["psnr"], "bitstream": result.bitstream}
+    return out
+
+
+def synthesis_flops(height: int = 512, width: int = 768, model: str | None = None) -> dict[str, Any]:
+    """Multiply-add FLOPs (2 per MAC) of the hyper-synthesis and synthesis of one decode, counted by hooks.
+
+    Every convolution, transposed convolution and GDN (a 1x1 convolution over
+    channels) of ``h_s`` and the ``g_s`` blocks is hooked while one real
+    decode-sized pass runs. Also returns each layer with its input shape, for
+    :func:`conv_throughput`.
+    """
+    import torch
+    from compressai.layers import GDN
+    from torch import nn
+
+    from codec.constants import DEFAULT_MODEL
+    from codec.weights import load_model
+
+    net = load_model(model or DEFAULT_MODEL).backend.net
+    layers: list[dict[str, Any]] = []
+
+    def hook(part):
+        def count(module, inputs, output):
+            x = inputs[0]
+            if isinstance(module, nn.ConvTranspose2d):
+                cin, cout = module.in_channels, module.out_channels
+                macs = cin * cout // module.groups * module.kernel_size[0] * module.kernel_size[1] * x.shape[-2] * x.shape[-1]
+            elif isinstance(module, nn.Conv2d):
+                macs = (module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+                        * module.out_channels * output.shape[-2] * output.shape[-1])
+            else:  # GDN: a C x C 1x1 convolution of x²
+                macs = x.shape[1] ** 2 * x.shape[-2] * x.shape[-1]
+            layers.append({"part": part, "module": module, "shape": tuple(x.shape), "flops": 2 * macs})
+        return count
+
+    handles = []
+    for part, root in (("hyper_synthesis", net.h_s), ("synthesis", nn.ModuleList([net.g_s_convs, net.g_s_igdn]))):
+        for m in root.modules():
+            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, GDN)):
+                handles.append(m.register_forward_hook(hook(part)))
+    try:
+        with torch.inference_mode():
+            z = torch.zeros(1, net.N, -(-height // 64), -(-width // 64))
+            net.h_s(z)
+            y = torch.zeros(1, net.M, -(-height // 64) * 4, -(-width // 64) * 4)
+            net.synthesize(y, torch.tensor([0.01]))
+    finally:
+        for h in handles:
+            h.remove()
+    totals = {part: sum(layer["flops"] for layer in layers if layer["part"] == part)
+              for part in ("hyper_synthesis", "synthesis")}
+    return {"height": height, "width": width, "flops": totals, "total_flops": sum(totals.values()), "layers": layers}
+
+
+def conv_throughput(layers: Sequence[Mapping[str, Any]], runs: int = 5, threads: int | None = None) -> dict[str, Any]:
+    """This machine's achieved FLOP/s on exactly the counted layers, each run alone on a tensor of its shape.
+
+    Median of ``runs`` timings per layer (after a warm-up) with ``threads``
+    intra-op threads (None: torch's current count); the layers' times add up
+    to the floor: what the arithmetic alone costs at that throughput.
+    """
+    import torch
+
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        seconds = 0.0
+        with torch.inference_mode():
+            for layer in layers:
+                x = torch.rand(layer["shape"])
+                seconds += median_time(lambda: layer["module"](x), runs)[0]
+        flops = sum(layer["flops"] for layer in layers)
+        return {"threads": torch.get_num_threads(), "seconds": seconds, "flops_per_s": flops / seconds}
+    finally:
+        torch.set_num_threads(previous)
+
+
+def decode_floor(runs: int = 5, height: int = 512, width: int = 768) -> dict[str, Any]:
+    """The decode floor of a ``width`` x ``height`` image: its (hyper-)synthesis FLOPs at the measured throughput.
+
+    Measured with one thread (what the exact decoder runs, see
+    :mod:`codec.determinism`) and with every core.
+    """
+    counted = synthesis_flops(height, width)
+    out = {"height": height, "width": width, "flops": counted["flops"], "total_flops": counted["total_flops"]}
+    for name, threads in (("one_thread", 1), ("all_threads", os.cpu_count() or 1)):
+        tp = conv_throughput(counted["layers"], runs, threads)
+        out[name] = {"threads": tp["threads"], "gflops_per_s": tp["flops_per_s"] / 1e9,
+                     "floor_s": counted["total_flops"] / tp["flops_per_s"]}
+    return out
+
+
+def time_anchors(img: np.ndarray, target_bpp: float, codecs: Sequence[str], runs: int) -> dict[str, Any]:
+    """Pillow's encode and decode of each anchor at the rate closest to ``target_bpp`` (median of ``runs``)."""
+    return time_image(img, None, 0.0, codecs, runs, target_bpp)
+
+
+def run_speed(images: Sequence[tuple[str, np.ndarray]], presets: Sequence[str] = ("fast", "balanced", "max"),
+              codecs: Sequence[str] = ("jpeg", "webp", "avif"), runs: int = 5, target_bpp: float = 0.5,
+              weights: str | None = None, log: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+    """The codec side of ``metalic bench speed``: per image, every preset, the decode stages, the anchors.
+
+    The decode stages are timed on the first preset's stream; the anchors are
+    set to that stream's rate. Medians over images of the per-image medians
+    go in ``median``; the floor is measured once.
+    """
+    import io
+
+    from PIL import Image
+
+    from codec.pipeline import Encoder
+
+    if runs < 1:
+        raise ValueError(f"runs must be >= 1, got {runs}")
+    if not presets:
+        raise ValueError("at least one preset")
+    encoder = Encoder(device="cpu", weights=weights)
+    per_image, streams = {}, {}
+    for name, img in images:
+        buffer = io.BytesIO()
+        Image.fromarray(img, "RGB").save(buffer, format="PNG")
+        coded = time_presets(encoder, buffer.getvalue(), presets, target_bpp, runs)
+        stream = coded[presets[0]].pop("bitstream")
+        for row in coded.values():
+            row.pop("bitstream", None)
+        streams[name] = stream
+        row = {"shape": list(img.shape[:2]), "presets": coded, "decode": time_decode(stream, runs),
+               "anchors": time_anchors(img, len(stream) * 8 / (img.shape[0] * img.shape[1]), codecs, runs)}
+        per_image[name] = row
+        log(f"{name}: decode {row['decode']['total']:.4f} s")
+    rows = list(per_image.values())
+    median = {
+        "presets": {p: _median_stages([r["presets"][p]["seconds"] for r in rows]) for p in presets},
+        "decode": _median_stages([r["decode"] for r in rows]),
+        "anchors": {c: _median_stages([{k: v for k, v in r["anchors"][c].items() if isinstance(v, float)}
+                                       for r in rows]) for c in codecs},
+    }
+    floor = decode_floor(runs)
+    kodak = [r["decode"]["total"] for r in rows if sorted(r["shape"]) == [floor["height"], floor["width"]]]
+    floor["decode_s"] = statistics.median(kodak) if kodak else None
+    if kodak:
+        for name in ("one_thread", "all_threads"):
+            floor[name]["decode_over_floor"] = floor["decode_s"] / floor[name]["floor_s"]
+    return {"runs": runs, "target_bpp": target_bpp, "presets": list(presets), "codecs": list(codecs),
+            "machine": machine_info(), "median": median, "floor": floor, "per_image": per_image,
+            "streams": streams}
+
+
+def speed_table(summary: Mapping[str, Any]) -> str:
+    """The report as a plain-text table (seconds, medians)."""
+    med = summary["median"]
+    lines = [f"machine: {summary['machine']['description']}", "",
+             "encode, per preset (median s):"]
+    for preset, stages in med["presets"].items():
+        lines.append(f"  {preset:<9} " + "  ".join(f"{k} {v:.3f}" for k, v in stages.items()))
+    lines += ["", "decode stages (median s, first preset's stream):",
+              "  " + "  ".join(f"{k} {v:.4f}" for k, v in med["decode"].items() if not k.endswith("_bytes"))]
+    lines += ["", "Pillow anchors at the same rate (median s):"]
+    for codec, row in med["anchors"].items():
+        lines.append(f"  {codec:<9} encode {row.get('encode_s', float('nan')):.4f}  "
+                     f"decode {row.get('decode_s', float('nan')):.4f}  bpp {row.get('bpp', float('nan')):.3f}")
+    fl = summary["floor"]
+    lines += ["", f"floor ({fl['width']}x{fl['height']}): {fl['total_flops'] / 1e9:.2f} GFLOP "
+                  f"(synthesis {fl['flops']['synthesis'] / 1e9:.2f}, hyper-synthesis "
+                  f"{fl['flops']['hyper_synthesis'] / 1e9:.3f})"]
+    for name in ("one_thread", "all_threads"):
+        row = fl[name]
+        reached = (f"; decode {fl['decode_s']:.4f} s = {row['decode_over_floor']:.2f}x the floor"
+                   if fl.get("decode_s") else "")
+        lines.append(f"  {row['threads']} thread(s): {row['gflops_per_s']:.1f} GFLOP/s, floor {row['floor_s']:.4f} s"
+                     + reached)
+    service = summary.get("service")
+    if service:
+        lines += ["", f"POST /decode: {service['decode_rps']:.2f} requests/s ({service['clients']} clients, "
+                      f"{service['decodes']} decodes in {service['seconds']:.1f} s, uvicorn)",
+                  f"worker: {service['jobs_per_hour']:.0f} jobs/hour ({service['job_note']})"]
+    return "\n".join(lines)

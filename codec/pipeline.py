@@ -29,6 +29,7 @@ from .adapt.goal import Goal
 from .image import load_image, output_image, pad, tensor_to_rgb, to_tensor
 from .metrics import ms_ssim, psnr
 from .rans import check_string
+from .timing import stage
 from .options import EncodeOptions, validate_options
 # λ_k values sit on the container's λ grid whatever a backend's rate index means
 # (only the default model has λ_k); the rate index itself goes through the backend
@@ -220,7 +221,25 @@ def decode(data: bytes, device: str = "cpu", weights: str | None = None,
     Raises:
         BitstreamError: malformed, truncated, crafted or foreign stream, or unknown/mismatched weights.
     """
-    p = bitstream.unpack(data)
+    with stage("parse"):
+        p = bitstream.unpack(data)
+    with stage("checks"):
+        b, lk, bias = _checked(p, device, weights, max_pixels)
+    try:
+        with torch.inference_mode():
+            x_hat = b.decompress([[s] for s in p.strings], p.latent_shape, p.rate_index, lk, bias)
+    except BitstreamError:
+        raise
+    except (RuntimeError, ValueError, IndexError) as e:
+        raise BitstreamError(f"entropy decoding failed: {e}") from None
+    with stage("to_rgb"):
+        rgb = tensor_to_rgb(x_hat[..., :p.height, :p.width])
+        image = output_image(rgb, p.mode)
+    return DecodeResult(image, rgb, bitstream.describe(p))
+
+
+def _checked(p: Payload, device: str, weights: str | None, max_pixels: int):
+    """The model for a parsed stream, once everything the stream declares is checked; (backend, λ_k, bias)."""
     h, w = p.height, p.width
     if w * h > max_pixels:
         raise BitstreamError(f"stream declares a {w}x{h} image ({w * h} pixels); "
@@ -251,12 +270,4 @@ def decode(data: bytes, device: str = "cpu", weights: str | None = None,
         from .layers import BiasBank
 
         bias = torch.frombuffer(bytearray(p.bias_indices), dtype=torch.uint8).long().view(*BiasBank.grid_shape(h, w))
-    try:
-        with torch.no_grad():
-            x_hat = b.decompress([[s] for s in p.strings], p.latent_shape, p.rate_index, lk, bias).float().clamp(0, 1)
-    except BitstreamError:
-        raise
-    except (RuntimeError, ValueError, IndexError) as e:
-        raise BitstreamError(f"entropy decoding failed: {e}") from None
-    rgb = tensor_to_rgb(x_hat[..., :h, :w])
-    return DecodeResult(output_image(rgb, p.mode), rgb, bitstream.describe(p))
+    return b, lk, bias

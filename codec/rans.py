@@ -24,7 +24,11 @@ of what it decoded:
    the real decoder; a string with no escape symbol is decoded exactly.
 3. **Exact pass** (only for strings with an escape: none in the Kodak streams
    measured, see docs/BENCHMARKS.md). :class:`RansStream`, the same algorithm
-   in Python, reads every word through a bounds check and refuses what no
+   in Python, decodes each escape and a window after it, the state is carried
+   in Python over the guarded pass's exact values before it, and the guarded
+   pass resumes after it (:meth:`BoundedRansCoder.resumed_decode`), so a
+   string with a few escapes costs little more than one without. Python
+   reads every word through a bounds check and refuses what no
    CompressAI encoder writes: a nibble count above 7 or a raw value of 2**28
    or more (see :data:`MAX_ESCAPE_NIBBLES`), which also keeps step 4 from
    handing the encoder a value it would loop on forever.
@@ -76,6 +80,13 @@ int32 by 32 at the eighth nibble, which x86 reads as a shift by 0: a raw value
 of 2**28 or more never ends the loop, so no stream holds one (and the
 canonical check must never ask the encoder for one).
 """
+
+ESCAPE_WINDOW = 1024
+"""Symbols. After an escape, how many the exact pass decodes in Python before the C++ pass resumes
+(escapes come in clusters: one resumption per cluster, not per escape)."""
+
+RESUME_CHUNK = 4096
+"""Symbols. The first C++ chunk after an escape; each further chunk without one is twice as long."""
 
 _L = 1 << 31  # RANS64_L, the lower end of the normalized state interval
 _MASK = (1 << PRECISION) - 1
@@ -234,21 +245,89 @@ class BoundedRansCoder:
         string = bytes(string)
         count = len(indexes)
         check_string(string, count)
-        values = self.guarded_decode(string, indexes, cdfs, sizes, offsets)
+        # rows cut to their own length: the C++ reads no entry past it (the last, 1 << 16, stops every
+        # search) and converts every entry it is given on each call, most of them padding otherwise
+        cdfs = [row[:n] for row, n in zip(cdfs, sizes)]
+        guarded = [n + 1 for n in sizes]
+        values = self._guarded(string, indexes, cdfs, guarded, offsets)
+        flags = escape_flags(indexes, sizes, offsets)
         escape_nibbles = 0
-        if values is None:  # an escape symbol: the exact pass decodes the whole string
-            stream = RansStream(string, cdfs, sizes, offsets)
-            values = stream.decode(indexes)
-            escape_nibbles = stream.escape_nibbles
+        found = np.asarray(values, dtype=np.int64)
+        if np.any(found == flags):
+            values, escape_nibbles = self.resumed_decode(string, indexes, cdfs, sizes, offsets, found, flags, guarded)
         self.check_canonical(string, values, indexes, cdfs, sizes, offsets, escape_nibbles)
         return values
 
-    def guarded_decode(self, string: bytes, indexes, cdfs, sizes, offsets) -> list[int] | None:
-        """The C++ decoder with its escape branch shut: exact, or None where a symbol escapes."""
+    def _guarded(self, string: bytes, indexes, cdfs, guarded_sizes, offsets) -> list[int]:
         need = WORD_BYTES * (len(indexes) + FLUSH_WORDS)
         padded = string + bytes(need - len(string)) if len(string) < need else string
-        values = self._decoder.decode_with_indexes(padded, indexes, cdfs, [n + 1 for n in sizes], offsets)
+        return self._decoder.decode_with_indexes(padded, indexes, cdfs, guarded_sizes, offsets)
+
+    def guarded_decode(self, string: bytes, indexes, cdfs, sizes, offsets) -> list[int] | None:
+        """The C++ decoder with its escape branch shut: exact, or None where a symbol escapes."""
+        values = self._guarded(string, indexes, cdfs, [n + 1 for n in sizes], offsets)
         return None if escapes(values, indexes, sizes, offsets) else values
+
+    def resumed_decode(self, string: bytes, indexes, cdfs, sizes, offsets, values, flags, guarded_sizes,
+                       window: int = ESCAPE_WINDOW, first_chunk: int = RESUME_CHUNK) -> tuple[list[int], int]:
+        """The exact pass of a string with escapes, at C++ speed between them.
+
+        A guarded pass is the real decoder up to its first escape, so its
+        values there are kept and only the state is carried over them in
+        Python (no CDF search; :func:`advance`). The escape itself and the
+        ``window`` symbols after it are decoded by :class:`RansStream`; then
+        the guarded C++ pass resumes from that state, on a fresh buffer that
+        starts with the state as its two flush words, for ``first_chunk``
+        symbols, then twice as many, and so on until the next escape. Every value is what
+        :class:`RansStream` alone returns, and every read is bounds-checked
+        or inside a padded copy.
+
+        Returns:
+            (values, escape nibbles read).
+        """
+        words = np.frombuffer(string, dtype="<u4")
+        word_list = words.tolist()
+        table = np.zeros((len(cdfs), max(map(len, cdfs))), dtype=np.int64)
+        for i, row in enumerate(cdfs):
+            table[i, :len(row)] = row
+        idx = np.asarray(indexes, dtype=np.int64)
+        offs = np.asarray(offsets, dtype=np.int64)
+        stream = RansStream(string, cdfs, sizes, offsets)
+        out = np.array(values, dtype=np.int64)
+        count, start, chunk = len(idx), 0, first_chunk
+        x, pos = stream._x, stream._pos
+        seg = out
+
+        def carry(x, pos, begin, values):  # the state over values the C++ pass decoded exactly
+            rows = idx[begin:begin + len(values)]
+            sym = values - offs[rows]
+            low = table[rows, sym]
+            return advance(x, pos, (table[rows, sym + 1] - low).tolist(), low.tolist(), word_list)
+
+        while start < count:
+            end = start + len(seg)
+            hit = np.flatnonzero(seg == flags[start:end])
+            if not len(hit):
+                out[start:end] = seg
+                if end == count:
+                    break
+                x, pos = carry(x, pos, start, seg)
+                start = end
+            else:
+                esc = start + int(hit[0])
+                out[start:esc] = seg[:hit[0]]
+                stream._x, stream._pos = carry(x, pos, start, seg[:hit[0]])
+                stop = min(count, esc + 1 + window)
+                out[esc:stop] = stream.decode(indexes[esc:stop])
+                x, pos, start, chunk = stream._x, stream._pos, stop, first_chunk
+            if start < count:
+                # chunks double while no escape comes: C++ work stays within a few times the symbols
+                # decoded, however many escapes a string holds
+                n, chunk = min(count - start, chunk), 2 * chunk
+                head = np.array([x & 0xFFFFFFFF, x >> 32], dtype="<u4").tobytes()
+                seg = np.asarray(self._guarded(head + words[pos:].tobytes(), indexes[start:start + n], cdfs,
+                                               guarded_sizes, offsets), dtype=np.int64)
+        return out.tolist(), stream.escape_nibbles
 
     def check_canonical(self, string: bytes, values, indexes, cdfs, sizes, offsets, escape_nibbles: int = 0) -> None:
         """Raises unless ``string`` is exactly CompressAI's coding of ``values``."""
@@ -327,11 +406,35 @@ def coded_words(values, indexes, cdfs, sizes, offsets, escape_nibbles: int) -> i
     return int(bits) // 32 + 1 + FLUSH_WORDS
 
 
+def advance(x: int, pos: int, freqs: Sequence[int], starts: Sequence[int], words: Sequence[int]) -> tuple[int, int]:
+    """The decoder's state (and word position) after symbols of known frequency and start.
+
+    ``Rans64DecAdvance`` with the renormalizing read bounds-checked: what
+    :meth:`RansStream.decode` does once the symbol is known.
+
+    Raises:
+        BitstreamError: the string runs out before the last symbol.
+    """
+    n, shift, mask, low = len(words), PRECISION, _MASK, _L  # locals: this loop runs once per symbol
+    for f, c in zip(freqs, starts):
+        x = f * (x >> shift) + (x & mask) - c
+        if x < low:
+            if pos >= n:
+                raise BitstreamError(f"entropy-coded string ends after {n} words, before its last symbol")
+            x = (x << 32) | words[pos]
+            pos += 1
+    return x, pos
+
+
+def escape_flags(indexes, sizes, offsets) -> np.ndarray:
+    """Each symbol's escape flag value (``length - 2`` above its row's offset)."""
+    idx = np.asarray(indexes, dtype=np.int64)
+    return np.asarray(sizes, dtype=np.int64)[idx] - 2 + np.asarray(offsets, dtype=np.int64)[idx]
+
+
 def escapes(values, indexes, sizes, offsets) -> bool:
     """Whether any decoded value is its row's escape flag (``length - 2`` above the offset)."""
-    idx = np.asarray(indexes, dtype=np.int64)
-    flag = np.asarray(sizes, dtype=np.int64)[idx] - 2 + np.asarray(offsets, dtype=np.int64)[idx]
-    return bool(np.any(np.asarray(values, dtype=np.int64) == flag))
+    return bool(np.any(np.asarray(values, dtype=np.int64) == escape_flags(indexes, sizes, offsets)))
 
 
 def harden(net) -> None:

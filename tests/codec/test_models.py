@@ -118,3 +118,21 @@ class TestZooBackends:
     def test_missing_zoo_weights_is_a_clear_error(self, tmp_path):
         with pytest.raises(ModelError, match="never downloads"):
             load_model("mbt2018-mean", "cpu", str(tmp_path))
+
+
+class TestScaleIndexes:
+    def test_is_compressais_build_indexes_on_every_boundary_and_beyond(self):
+        from codec.models.variable_rate import scale_indexes
+
+        gc = load_model("metalic-vr").backend.net.gaussian_conditional
+        table = gc.scale_table
+        below = torch.nextafter(table, torch.zeros_like(table))
+        above = torch.nextafter(table, torch.full_like(table, float("inf")))
+        special = torch.tensor([float("nan"), float("inf"), -float("inf"), 0.0, -1.0, 1e-30, 1e30])
+        rng = torch.Generator().manual_seed(0)
+        spread = torch.exp(torch.empty(4000).uniform_(-4, 7, generator=rng))
+        scales = torch.cat([table, below, above, special, spread]).view(1, -1, 1, 1).expand(1, -1, 3, 2)
+        got = scale_indexes(gc, scales)
+        want = gc.build_indexes(scales)
+        assert got.dtype == want.dtype == torch.int32
+        assert torch.equal(got, want)

@@ -7,7 +7,8 @@ from compressai import ans
 from hypothesis import given, settings, strategies as st
 
 from codec.errors import BitstreamError
-from codec.rans import BoundedRansCoder, EscapeSeen, GuardedStream, RansStream, check_string, coded_words, max_words
+from codec.rans import (BoundedRansCoder, EscapeSeen, GuardedStream, RansStream, check_string, coded_words,
+                        escape_flags, max_words)
 from tests.support.crafted import compressai_decompress
 from tests.support.models import small_net
 
@@ -69,6 +70,34 @@ class TestBoundedRansCoder:
         values, indexes = symbols_for(tables, 4, 2000, 0.5)
         assert not any_escape(tables, values, indexes)
         assert BoundedRansCoder().guarded_decode(encode(tables, values, indexes), indexes, *tables) == values
+
+    @settings(max_examples=60, deadline=None)
+    @given(seed=st.integers(0, 2**32 - 1), count=st.integers(8, 3000), outliers=st.sampled_from([0.001, 0.01, 0.2]),
+           window=st.sampled_from([0, 1, 7, 1024]), chunk=st.sampled_from([1, 5, 64, 4096]),
+           damage=st.integers(-1, 40))
+    def test_the_resumed_exact_pass_is_the_python_decoder(self, tables, seed, count, outliers, window, chunk, damage):
+        # every resumption point (window 0 resumes right after each escape) and damaged strings:
+        # same values, same escape nibbles, or the same refusal
+        values, indexes = symbols_for(tables, seed, count, 1.0, outliers)
+        string = bytearray(encode(tables, values, indexes))
+        if damage >= 0:
+            string[(damage * 97) % len(string)] ^= 1 << (damage % 8)
+        string = bytes(string)
+        coder = BoundedRansCoder()
+        cdfs, sizes, offsets = tables
+        guarded = coder._guarded(string, indexes, cdfs, [n + 1 for n in sizes], offsets)
+        flags = escape_flags(indexes, sizes, offsets)
+        stream = RansStream(string, *tables)
+        try:
+            want = (stream.decode(indexes), stream.escape_nibbles)
+        except BitstreamError:
+            with pytest.raises(BitstreamError):
+                coder.resumed_decode(string, indexes, *tables, np.asarray(guarded), flags, [n + 1 for n in sizes],
+                                     window, chunk)
+            return
+        got = coder.resumed_decode(string, indexes, *tables, np.asarray(guarded), flags, [n + 1 for n in sizes],
+                                   window, chunk)
+        assert got == want
 
     @pytest.mark.parametrize("damage", ["flip", "append-word", "drop-word", "zero-tail", "swap-words"])
     def test_a_damaged_string_is_refused(self, tables, damage):

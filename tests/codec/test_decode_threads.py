@@ -1,0 +1,53 @@
+"""The decoder gives the same bytes whatever torch's thread count and the input's memory layout.
+
+The encoder's own check decode, the API's decode and a user's decode must
+agree exactly, and they need not run with the same number of threads (the
+service's processes run with one, a worker or a laptop with all its cores).
+"""
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from codec.pipeline import decode
+from tests.codec.test_golden import GOLDEN_DIR, RECORD
+from tests.support.threads import torch_threads
+
+
+def _decoded(data: bytes, threads: int) -> bytes:
+    with torch_threads(threads):
+        return decode(data, device="cpu").rgb.tobytes()
+
+
+@pytest.mark.parametrize("name", sorted(RECORD["streams"]))
+def test_golden_streams_decode_to_the_same_bytes_on_one_and_two_threads(name):
+    data = (GOLDEN_DIR / RECORD["streams"][name]["file"]).read_bytes()
+    assert _decoded(data, 1) == _decoded(data, 2)
+
+
+def test_a_fresh_encode_decodes_identically_on_one_and_two_threads(encoder):
+    # wider shapes than the golden images: more of the convolutions' work to split between threads
+    rng = np.random.default_rng(3)
+    base = np.linspace(0, 255, 128 * 256 * 3).reshape(128, 256, 3)
+    rgb = np.clip(base + rng.normal(0, 20, base.shape), 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
+    result = encoder.encode(buf.getvalue(), {"preset": "fast", "target_bpp": 0.5})
+    one, two = _decoded(result.bitstream, 1), _decoded(result.bitstream, 2)
+    assert one == two == result.reconstruction.tobytes()
+
+
+def test_the_synthesis_is_layout_independent():
+    # channels_last input (what a caller holding NHWC tensors passes) gives the same pixels
+    from codec.weights import load_model
+
+    net = load_model("metalic-vr").backend.net
+    y = torch.randn(1, net.M, 8, 12, generator=torch.Generator().manual_seed(0)) * 3
+    lam = torch.tensor([0.01])
+    with torch.inference_mode(), torch_threads(1):
+        a = net.synthesize(y.round(), lam)
+        b = net.synthesize(y.round().contiguous(memory_format=torch.channels_last), lam)
+    assert torch.equal(a, b.contiguous())
