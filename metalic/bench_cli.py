@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from bench import adapt_bench, meta_bench, rd
+from bench import adapt_bench, encode_ab, meta_bench, rd
 
 
 def add_arguments(name: str, p: argparse.ArgumentParser) -> None:
@@ -12,6 +12,7 @@ def add_arguments(name: str, p: argparse.ArgumentParser) -> None:
     rd.add_bench_subparsers(bsub)
     adapt_bench.add_adapt_subparser(bsub)
     meta_bench.add_meta_subparser(bsub)
+    encode_ab.add_encode_ab_subparser(bsub)
 
 
 def run(name: str, args) -> int:
