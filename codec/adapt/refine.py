@@ -15,6 +15,17 @@ Measured on an early (2500-step) training snapshot of the default model, on
 11-22 %, uniform noise by 9-14 %, STE by 6-11 %, and lr 0.05 beat 0.1 (and
 0.02 at 40 steps). bf16 autocast reached the same final cost as float32
 (3.120 vs 3.125, 40 steps) at about 20 % less time per step on an AMX CPU.
+
+Cost per step (issue 15; one thread, 768x512 Kodak, CPU time beside a
+training run): the synthesis forward and backward are most of it, and
+oneDNN runs them (bf16) about 1.4x faster with channels_last weights, so the
+steps and the hard-cost estimates run on the backend's channels_last copy
+(:meth:`codec.backends.VariableRateBackend.refine_view`), the estimates
+under bf16 autocast too (0.06 s against 0.15 s in float32); the coded file,
+which decides, is measured by the exact float32 synthesis. Fewer steps do
+not pay: 60 or 64 steps instead of 90 lost 2.7-3.6 points of RD cost on
+kodim23, and a larger step, a lower SGA temperature or a shorter hold lost
+more (``bench encode-ab`` times a preset against an older revision).
 """
 
 import math
