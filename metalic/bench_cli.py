@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from bench import adapt_bench, ecg, meta_bench, rd
+from bench import adapt_bench, ecg, encode_ab, meta_bench, rd
 
 
 def add_arguments(name: str, p: argparse.ArgumentParser) -> None:
@@ -15,6 +15,7 @@ def add_arguments(name: str, p: argparse.ArgumentParser) -> None:
     adapt_bench.add_adapt_subparser(bsub)
     meta_bench.add_meta_subparser(bsub)
     ecg.add_ecg_subparser(bsub)
+    encode_ab.add_encode_ab_subparser(bsub)
 
 
 def _measure_service(*args, **kwargs):

@@ -109,12 +109,14 @@ def adapt_lambda(backend, x: torch.Tensor, y_hat: torch.Tensor, rate_index: int,
                        requires_grad=True)
     opt = torch.optim.Adam([theta], lr=lr)
     y_in, x_ref, m = sample_tiles(y_hat.to(x.device), x, h, w)
+    # the steps only rank θ; the coded file with the chosen λ_k is measured by the exact synthesis
+    fast = backend.refine_view(rate_index)
     th, tw = x_ref.shape[-2:]
     best_theta, best_mse, mse_start, best_step = theta.detach().clone(), math.inf, math.inf, 0
     for step in range(steps + 1):
         # the last pass only measures the final iterate
         with torch.set_grad_enabled(step < steps), torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
-            x_hat = backend.synthesize(y_in, rate_index, torch.exp(theta))
+            x_hat = fast.synthesize(y_in, rate_index, torch.exp(theta))
         mse = (x_hat[..., m:m + th, m:m + tw].float().clamp(0, 1) - x_ref).pow(2).mean()
         if step == 0:
             mse_start = mse.item()

@@ -15,6 +15,17 @@ Measured on an early (2500-step) training snapshot of the default model, on
 11-22 %, uniform noise by 9-14 %, STE by 6-11 %, and lr 0.05 beat 0.1 (and
 0.02 at 40 steps). bf16 autocast reached the same final cost as float32
 (3.120 vs 3.125, 40 steps) at about 20 % less time per step on an AMX CPU.
+
+Cost per step (issue 15; one thread, 768x512 Kodak, CPU time beside a
+training run): the synthesis forward and backward are most of it, and
+oneDNN runs them (bf16) about 1.4x faster with channels_last weights, so the
+steps and the hard-cost estimates run on the backend's channels_last copy
+(:meth:`codec.backends.VariableRateBackend.refine_view`), the estimates
+under bf16 autocast too (0.06 s against 0.15 s in float32); the coded file,
+which decides, is measured by the exact float32 synthesis. Fewer steps do
+not pay: 60 or 64 steps instead of 90 lost 2.7-3.6 points of RD cost on
+kodim23, and a larger step, a lower SGA temperature or a shorter hold lost
+more (``bench encode-ab`` times a preset against an older revision).
 """
 
 import math
@@ -75,15 +86,20 @@ def _sga(v: torch.Tensor, tau: float) -> torch.Tensor:
     Each value picks floor or ceil by a two-class Gumbel-softmax whose logits
     are ``-atanh(distance)/tau``: near an integer it almost surely rounds there,
     and as tau → 0 the sample becomes the hard rounding.
+
+    A two-class softmax is a sigmoid of the logit difference, and the
+    difference of two independent standard Gumbel variables is a standard
+    logistic one, ``log u - log(1 - u)``: the same sample distribution as the
+    stacked softmax, from half the random numbers and without a softmax over a
+    last axis of 2.
     """
     eps = 1e-5
     lo = torch.floor(v)
     d_lo = (v - lo).clamp(-1 + eps, 1 - eps)
     d_hi = (lo + 1 - v).clamp(-1 + eps, 1 - eps)
-    logits = torch.stack([-torch.atanh(d_lo), -torch.atanh(d_hi)], -1) / tau
-    gumbel = -torch.log(-torch.log(torch.rand_like(logits).clamp(1e-10, 1 - 1e-7)))
-    w = torch.softmax((logits + gumbel) / tau, -1)
-    return lo + w[..., 1]
+    u = torch.rand_like(v).clamp(1e-7, 1 - 1e-7)
+    logit = (torch.atanh(d_lo) - torch.atanh(d_hi)) / tau + torch.log(u) - torch.log1p(-u)
+    return lo + torch.sigmoid(logit / tau)
 
 
 class Rounding:
@@ -175,12 +191,17 @@ def _distortion(x_hat: torch.Tensor, x: torch.Tensor, h: int, w: int) -> torch.T
 
 
 @torch.no_grad()
-def hard_cost(backend, x: torch.Tensor, latents: tuple, rate_index: int, lmbda: float, h: int, w: int) -> RDCost:
-    """The RD cost the latents would have once hard-quantized (float32, estimated bits).
+def hard_cost(backend, x: torch.Tensor, latents: tuple, rate_index: int, lmbda: float, h: int, w: int,
+              amp: bool = False) -> RDCost:
+    """The RD cost the latents would have once hard-quantized (estimated bits).
 
-    The reconstruction is clamped to [0, 1] as the decoder does.
+    The reconstruction is clamped to [0, 1] as the decoder does. ``amp`` runs
+    the transforms under bf16 autocast (the likelihoods stay float32): the
+    refinement's cheap proxy for ranking its iterates, which the coded file
+    then measures exactly.
     """
-    x_hat, bits = backend.rd_terms(latents, rate_index, hard_round)
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+        x_hat, bits = backend.rd_terms(latents, rate_index, hard_round)
     mse = _distortion(x_hat.clamp(0, 1), x, h, w).item()
     bpp = bits.item() / (h * w)
     return RDCost(bpp + lmbda * 255**2 * mse, bpp, mse)
@@ -365,8 +386,10 @@ def refine_latents(backend, x: torch.Tensor, latents: tuple, rate_index: int, st
     lmbda = backend.rate_lambda(rate_index) if lmbda is None else lmbda
     objective = objective or FixedLambda()
     amp = use_amp(x.device, amp)
+    # the steps and estimates run on a faster copy of the transforms; the caller codes the pick exactly
+    backend = backend.refine_view(rate_index)
     start_latents = tuple(t.detach().float() for t in latents)
-    start = hard_cost(backend, x, start_latents, rate_index, lmbda, h, w)
+    start = hard_cost(backend, x, start_latents, rate_index, lmbda, h, w, amp)
     objective.calibrate(start)
     best, best_latents, best_step, history = start, start_latents, 0, [(0, start)]
     if steps <= 0:
@@ -392,7 +415,7 @@ def refine_latents(backend, x: torch.Tensor, latents: tuple, rate_index: int, st
             opt.step()
             sched.step()
             if step % eval_every == 0 or step == steps:
-                c = hard_cost(backend, x, params, rate_index, lmbda, h, w)
+                c = hard_cost(backend, x, params, rate_index, lmbda, h, w, amp)
                 history.append((step, c))
                 if objective.key(c) < objective.key(best):
                     best, best_step = c, step

@@ -87,6 +87,23 @@ class TestRounding:
         out.sum().backward()
         assert v.grad is not None and v.grad.abs().sum() > 0
 
+    @pytest.mark.parametrize("tau", [0.5, 0.2, 0.05])
+    def test_sga_samples_the_two_class_gumbel_softmax_of_yang_et_al(self, tau):
+        # the sigmoid-of-a-logistic form must give the distribution of eq. 5's stacked softmax
+        torch.manual_seed(0)
+        v = torch.tensor([0.1, 0.35, 0.5, 0.8, -1.3]).repeat_interleave(40000)
+        lo = torch.floor(v)
+        d = torch.stack([-torch.atanh((v - lo).clamp(-1 + 1e-5, 1 - 1e-5)),
+                         -torch.atanh((lo + 1 - v).clamp(-1 + 1e-5, 1 - 1e-5))], -1) / tau
+        g = -torch.log(-torch.log(torch.rand_like(d).clamp(1e-10, 1 - 1e-7)))
+        reference = lo + torch.softmax((d + g) / tau, -1)[..., 1]
+        r = Rounding("sga", 10)
+        r.tau = tau
+        ours = r(v, "y")
+        for a, b in zip(ours.view(5, -1), reference.view(5, -1)):
+            assert a.mean().item() == pytest.approx(b.mean().item(), abs=0.01)
+            assert a.std().item() == pytest.approx(b.std().item(), abs=0.01)
+
     def test_unknown_rounding_is_rejected(self):
         with pytest.raises(ValueError, match="rounding"):
             Rounding("magic")

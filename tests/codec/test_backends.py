@@ -103,6 +103,27 @@ class TestBackendContract:
         (bits.sum() + x_hat.square().mean()).backward()
         assert all(t.grad is not None for t in latents)
 
+    def test_refine_view_computes_the_same_terms_and_leaves_the_coding_network_alone(self, backend):
+        if not backend.supports_refine:
+            return
+        x = image()
+        lo, _ = backend.rate_range()
+        view = backend.refine_view(lo)
+        assert view is backend.refine_view(lo)  # made once
+        with torch.no_grad():
+            latents = backend.encode_latents(x, lo)
+            x_ref, bits_ref = backend.rd_terms(latents, lo)
+            x_view, bits_view = view.rd_terms(latents, lo)
+        assert torch.allclose(x_view, x_ref, atol=1e-5) and torch.allclose(bits_view, bits_ref, rtol=1e-5)
+        # the coded file's synthesis keeps the layout every decoder loads; the view's copy is channels_last
+        def first_conv(b):
+            net = b.net(lo) if isinstance(b, ZooBackend) else b.net
+            return next(m for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)))
+
+        assert first_conv(backend).weight.is_contiguous()
+        conv = first_conv(view)
+        assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+
 
 class TestRegistry:
     def test_every_zoo_model_and_vbr_model_is_registered_once(self):
