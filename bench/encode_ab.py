@@ -197,7 +197,8 @@ def _cmd(args: argparse.Namespace) -> int:
         raise ValueError("--skip must be 0 or more and --limit 1 or more")
     if not Path(args.data).is_dir():
         raise ValueError(f"not a folder: {args.data}")
-    paths = sorted(p for p in Path(args.data).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    # resolved: the encoder children run in another working directory
+    paths = sorted(p for p in Path(args.data).resolve().iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     paths = paths[args.skip:][:args.limit]
     if not paths:
         raise ValueError(f"no .png/.jpg images in {args.data} (after --skip)")
