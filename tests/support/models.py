@@ -49,3 +49,24 @@ def small_net(seed: int = 0, bank: bool = False) -> VariableRateHyperprior:
 def save_weights(net, path: Path) -> Path:
     torch.save({"model": net.state_dict(), "config": dict(SMALL)}, path)
     return path
+
+
+def write_start_weights(path: Path, seed: int = 0, *args) -> Path:
+    """A seeded N=16, M=24 default-architecture weights file, the start of a fine-tuning test.
+
+    ``args`` after the seed are ``(lmbda_min, lmbda_max)`` when a test needs another λ range.
+    """
+    torch.manual_seed(seed)
+    net = VariableRateHyperprior(16, 24, *args)
+    torch.save({"model": net.state_dict(), "config": net.config()}, path)
+    return path
+
+
+def write_training_images(folder: Path, count: int = 3) -> Path:
+    """``count`` small photo-like PNGs (160x144) for a training loop to crop."""
+    from tests.support.images import make_image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        make_image(160, 144, seed=i).save(folder / f"{i}.png")
+    return folder

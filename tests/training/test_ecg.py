@@ -14,10 +14,10 @@ import torch
 from codec import bitstream
 from codec.layers.gating import ALPHA_START
 from codec.models.gated import GatedVariableRateHyperprior
-from codec.models.variable_rate import VariableRateHyperprior
 from training.ecg import EcgConfig, train_ecg
 
 from tests.support.images import make_image, png_bytes
+from tests.support.models import write_start_weights, write_training_images
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,12 +26,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def tiny(tmp_path_factory):
     """A seeded dense N=16, M=24 weights file (the fine-tune's start) and three small images."""
     root = tmp_path_factory.mktemp("ecg")
-    torch.manual_seed(0)
-    net = VariableRateHyperprior(16, 24, 1e-3, 0.1)
-    torch.save({"model": net.state_dict(), "config": net.config()}, root / "dense.pt")
-    (root / "imgs").mkdir()
-    for i in range(3):
-        make_image(160, 144, seed=i).save(root / "imgs" / f"{i}.png")
+    write_start_weights(root / "dense.pt", 0, 1e-3, 0.1)
+    write_training_images(root / "imgs")
     return root
 
 
@@ -73,9 +69,7 @@ class TestTrainEcg:
 
     def test_resume_from_other_init_is_refused(self, tiny, tmp_path):
         train_ecg(config(tiny, tmp_path / "run", steps=1, val=""), device="cpu", quiet=True)
-        torch.manual_seed(1)
-        other = VariableRateHyperprior(16, 24, 1e-3, 0.1)
-        torch.save({"model": other.state_dict(), "config": other.config()}, tmp_path / "other.pt")
+        write_start_weights(tmp_path / "other.pt", 1, 1e-3, 0.1)
         with pytest.raises(ValueError, match="other weights"):
             train_ecg(config(tiny, tmp_path / "run", init=str(tmp_path / "other.pt")), device="cpu", quiet=True)
 

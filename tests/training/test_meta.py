@@ -11,18 +11,15 @@ from codec.models.variable_rate import VariableRateHyperprior
 from training.meta import MetaConfig, encode, inner_loop, load_init, rd_terms, train_meta
 
 from tests.support.images import make_image
+from tests.support.models import write_start_weights, write_training_images
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """A seeded N=16, M=24 weights file and a folder of three small images."""
     root = tmp_path_factory.mktemp("meta")
-    torch.manual_seed(0)
-    net = VariableRateHyperprior(16, 24)
-    torch.save({"model": net.state_dict(), "config": net.config()}, root / "tiny.pt")
-    (root / "imgs").mkdir()
-    for i in range(3):
-        make_image(160, 144, seed=i).save(root / "imgs" / f"{i}.png")
+    write_start_weights(root / "tiny.pt")
+    write_training_images(root / "imgs")
     return root
 
 
