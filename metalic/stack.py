@@ -21,10 +21,10 @@ import threading
 import time
 from pathlib import Path
 
-import httpx
 import psutil
 
 from metalic.proxy import TcpProxy
+from metalic.ready import wait_ready, workers_at_least
 from metalic.serve import worker_command
 from metalic.supervisor import WorkerSupervisor
 from service.redis_server import APPENDFSYNC, EmbeddedRedis, free_port
@@ -97,18 +97,12 @@ class LocalStack:
         return self
 
     def wait_ready(self, workers: int, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def alive():
             if self.api.poll() is not None:
                 raise RuntimeError(f"the API exited with {self.api.returncode}:\n{self.tail('api.log')}")
-            try:
-                body = httpx.get(f"{self.url}/readyz", timeout=2).json()
-                if body.get("workers", 0) >= workers:
-                    return
-            except (httpx.HTTPError, ValueError):
-                pass
-            time.sleep(0.3)
-        raise TimeoutError(f"not ready in {timeout}s:\n{self.tail('api.log')}\n{self.tail('worker-0.log')}")
+
+        wait_ready(self.url, timeout, workers_at_least(workers), alive,
+                   lambda: f"{self.tail('api.log')}\n{self.tail('worker-0.log')}")
 
     # ---- faults -------------------------------------------------------------------
     def worker_pids(self) -> list[int]:

@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from codec.constants import DEFAULT_MAX_PIXELS  # noqa: E402
+from metalic.ready import wait_ready  # noqa: E402
 from service.redis_server import EmbeddedRedis, free_port  # noqa: E402
 
 API_KEY = "bench-key"
@@ -74,19 +75,6 @@ def largest_image(max_pixels: int, max_bytes: int) -> tuple[bytes, tuple[int, in
     return buffer.getvalue(), (width, height)
 
 
-def wait_http(url: str, timeout: float, check=lambda r: r.status_code == 200) -> httpx.Response:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            response = httpx.get(url, timeout=2)
-            if check(response):
-                return response
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(url)
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-upload-bytes", type=int, default=32 * 1024 * 1024)
@@ -110,7 +98,7 @@ def main(argv=None) -> int:
     worker = None
     try:
         base = f"http://127.0.0.1:{port}"
-        wait_http(f"{base}/readyz", 300, lambda r: r.json().get("model_loaded") is True)
+        wait_ready(base, 300, lambda body: body.get("model_loaded") is True)
         results["api_idle_peak_rss_mib"] = vm_hwm_kib(api.pid) / 1024
         headers = {"Authorization": f"Bearer {API_KEY}"}
 

@@ -30,3 +30,17 @@ def test_an_unknown_revision_is_bad_input(tmp_path, capsys):
     (tmp_path / "a.png").write_bytes(png_bytes(synthetic_image(64, 64)))
     assert main(["--data", str(tmp_path), "--old", "no-such-revision-xyz"]) == 2
     assert "no-such-revision-xyz" in capsys.readouterr().err
+
+
+def test_a_relative_data_folder_reaches_the_encoders(tmp_path, monkeypatch, capsys):
+    # the encoder children run in other working directories, so the bench must hand them absolute paths
+    from bench.encode_ab import ROOT, main
+
+    weights = save_weights(small_net(), tmp_path / "small.pt")
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "a.png").write_bytes(png_bytes(synthetic_image(64, 64)))
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    monkeypatch.chdir(tmp_path)
+    assert main(["--data", "images", "--old", head, "--preset", "fast", "--lambdas", "0.01,0.1",
+                 "--weights", str(weights)]) == 0
+    assert "BD-rate new vs old: +0.00 %" in capsys.readouterr().out

@@ -11,11 +11,9 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
-
+from metalic.ready import wait_ready, workers_at_least
 from service.redis_server import APPENDFSYNC, EmbeddedRedis, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -117,19 +115,13 @@ class Stack:
         return self._spawn(name, worker_argv(name))
 
     def wait_ready(self, workers: int, timeout: float = 180.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def alive():
             for name, proc in self.procs.items():
                 if proc.poll() is not None and (name == "api" or proc.returncode not in (0, -9)):
                     raise RuntimeError(f"{name} exited with {proc.returncode}:\n{self.tail(name)}")
-            try:
-                body = httpx.get(f"{self.url}/readyz", timeout=2).json()
-                if body.get("workers", 0) >= workers:
-                    return
-            except (httpx.HTTPError, ValueError):
-                pass
-            time.sleep(0.3)
-        raise TimeoutError(f"stack not ready in {timeout}s:\n" + "\n".join(self.tail(n) for n in self.procs))
+
+        wait_ready(self.url, timeout, workers_at_least(workers), alive,
+                   lambda: "\n".join(self.tail(n) for n in self.procs))
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         proc = self.procs[name]
