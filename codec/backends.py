@@ -91,6 +91,10 @@ class Backend(Protocol):
 
     def synthesize(self, y_hat, rate_index: int, lambda_k=None, bias=None) -> torch.Tensor: ...
 
+    def reconstruct(self, y_hat, rate_index: int, lambda_k=None, bias=None) -> torch.Tensor:
+        """x̂ of decoded latents exactly as :meth:`decompress` computes it (the encoder's measurement)."""
+        ...
+
     def decompress(self, strings, shape, rate_index: int, lambda_k=None, bias=None) -> torch.Tensor: ...
 
 
@@ -182,6 +186,9 @@ class VariableRateBackend(_OneNetwork):
         # the encoder's measurement must equal any decoder's output: see determinism.exact_on
         with exact_on(self.device):
             return self.net.synthesize(y_hat.to(self.device), self._lmbda(rate_index), lambda_k, bias)
+
+    def reconstruct(self, y_hat, rate_index: int, lambda_k=None, bias=None):
+        return self.net.reconstruct(y_hat.to(self.device), self._lmbda(rate_index), lambda_k, bias)
 
     def decompress(self, strings, shape, rate_index: int, lambda_k=None, bias=None):
         return self.net.decompress(strings, shape, self._lmbda(rate_index), lambda_k, bias)["x_hat"]
@@ -302,6 +309,8 @@ class ZooBackend:
         with exact_on(self.device):
             return self.net(rate_index).g_s(y_hat)
 
+    reconstruct = synthesize  # decompress runs the same g_s
+
     @torch.no_grad()
     def decompress(self, strings, shape, rate_index: int, lambda_k=None, bias=None):
         # compressai runs h_s inside decompress: single-threaded, as in compress_latents
@@ -352,6 +361,8 @@ class ZooVbrBackend(_OneNetwork):
 
     def synthesize(self, y_hat, rate_index: int, lambda_k=None, bias=None):
         raise OptionsError(f"{self.slug} decodes its latents itself (decompress)")
+
+    reconstruct = synthesize
 
     @torch.no_grad()
     def decompress(self, strings, shape, rate_index: int, lambda_k=None, bias=None):

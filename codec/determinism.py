@@ -9,9 +9,10 @@ side), so it runs single-threaded, which is deterministic.
 The synthesis has the same property: with two threads a CPU decode can differ
 from a one-thread decode of the same stream by one level in a few pixels, so
 the encoder's measured reconstruction, the API's decode and a user's decode
-could disagree. On a CPU it runs single-threaded too (:func:`exact_on`); a
-deterministic parallel decode (fixed tiles, whatever the core count) is the
-way to win the cores back.
+could disagree. On a CPU each of its ops runs single-threaded too
+(:func:`exact_on`); the cores are won back by :mod:`codec.tiling`, fixed
+strips of the latent (a function of its size, never of the core count) that
+run side by side, each on one thread.
 """
 
 import contextlib

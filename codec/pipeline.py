@@ -130,7 +130,7 @@ class Encoder:
             if out["y_hat"] is None:  # autoregressive zoo models decode themselves
                 x_hat = b.decompress(out["strings"], out["shape"], rate_index)
             else:
-                x_hat = b.synthesize(out["y_hat"], rate_index, lk, bias_t)
+                x_hat = b.reconstruct(out["y_hat"], rate_index, lk, bias_t)
         rec = tensor_to_rgb(x_hat[..., :h, :w])
         return Candidate(data, rec, len(data) * 8 / (h * w), psnr(rgb, rec), rate_index, tuple(lambda_k), bias, latents,
                          coded)

@@ -1,6 +1,10 @@
-"""Median seconds of `codec.pipeline.decode` of one stream, in this process, one thread.
+"""Median seconds of `codec.pipeline.decode` of one stream, in this process, one thread unless told.
 
-    python scripts/time_decode.py STREAM [--runs 7]
+    python scripts/time_decode.py STREAM [--runs 7] [--threads N] [--png LEVEL]
+
+``--threads`` is torch's thread count, which the decoder's strips use
+(codec.tiling); ``--png`` adds the writing of the decoded PNG at that zlib
+level to each timed decode (end to end, as ``metalic decode`` does).
 
 Put another checkout's root first on PYTHONPATH to time its decoder on the same
 stream (old against new: `git worktree add --detach /tmp/old <rev>`, then
@@ -8,6 +12,7 @@ stream (old against new: `git worktree add --detach /tmp/old <rev>`, then
 """
 
 import argparse
+import io
 import statistics
 import time
 
@@ -18,19 +23,27 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("stream")
     p.add_argument("--runs", type=int, default=7)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--png", type=int, default=None, metavar="LEVEL")
     args = p.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     import codec
     from codec.pipeline import decode
 
     data = open(args.stream, "rb").read()
-    decode(data)  # model load and first-call costs are not the decode's
+
+    def once():
+        image = decode(data).image
+        if args.png is not None:
+            image.save(io.BytesIO(), format="PNG", compress_level=args.png)
+
+    once()  # model load and first-call costs are not the decode's
     times = []
     for _ in range(args.runs):
         t = time.perf_counter()
-        decode(data)
+        once()
         times.append(time.perf_counter() - t)
-    print(f"{codec.__file__}: median {statistics.median(times):.4f} s over {args.runs} "
+    print(f"{codec.__file__} ({args.threads} threads, png {args.png}): median {statistics.median(times):.4f} s over {args.runs} "
           f"(min {min(times):.4f}, max {max(times):.4f})")
     return 0
 

@@ -49,6 +49,8 @@ class GatedVariableRateHyperprior(VariableRateHyperprior):
         then fails the job rather than ship a stream that decodes otherwise.
     """
 
+    reconstruct_in_strips = False  # a gate decides from its whole input's energy: one strip
+
     def __init__(self, N: int = 64, M: int = 128, lmbda_min: float = 4e-4, lmbda_max: float = 0.2):
         super().__init__(N, M, lmbda_min, lmbda_max)
         for seq in (self.g_a, self.h_a, self.h_s):

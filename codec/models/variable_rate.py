@@ -12,6 +12,7 @@ from compressai.ops import quantize_ste
 from torch import nn
 
 from ..constants import NUM_DECODER_BLOCKS
+from .. import tiling
 from ..determinism import exact_on, single_thread
 from ..layers import BiasBank, ChannelModulation, GainModulator
 from ..registry import register_model
@@ -123,6 +124,14 @@ class VariableRateHyperprior(CompressionModel):
             lmbda_k: Tensor (B, K) or None. Per-block λ; None means every λ_k = λ.
             bias_indices: LongTensor (h_p, w_p) or None. Per-patch bias-bank indices (B must be 1).
         """
+        offset = None
+        if bias_indices is not None:
+            def offset(k, hw):
+                return self.bias_bank.offset(k, bias_indices.to(y_hat_g.device), hw)
+        return self._blocks(y_hat_g, lmbda, lmbda_k, offset)
+
+    def _blocks(self, y_hat_g: torch.Tensor, lmbda: torch.Tensor, lmbda_k: torch.Tensor | None, offset) -> torch.Tensor:
+        """:meth:`synthesize` with the bias offsets as ``offset(block, out_hw)`` (or None)."""
         if lmbda_k is None:
             lmbda_k = lmbda[:, None].expand(-1, NUM_DECODER_BLOCKS)
         h = y_hat_g / self.gain(lmbda).to(y_hat_g.device)
@@ -131,11 +140,46 @@ class VariableRateHyperprior(CompressionModel):
         for k in range(NUM_DECODER_BLOCKS):
             h = self.modulations[k](h, lmbda_k[:, k])
             h = self.g_s_convs[k](h)
-            if bias_indices is not None:
-                h = h + self.bias_bank.offset(k, bias_indices.to(h.device), h.shape[-2:]).to(h.dtype)
+            if offset is not None:
+                h = h + offset(k, h.shape[-2:]).to(h.dtype)
             if k < NUM_DECODER_BLOCKS - 1:
                 h = self.g_s_igdn[k](h)
         return h
+
+    reconstruct_in_strips = True
+    """Whether :meth:`reconstruct` cuts the latent into :mod:`codec.tiling` strips (the synthesis is
+    translation-equivariant, so the stitched strips are the whole image's synthesis)."""
+
+    def reconstruct(self, y_hat_g: torch.Tensor, lmbda: torch.Tensor, lmbda_k: torch.Tensor | None = None,
+                    bias_indices: torch.Tensor | None = None) -> torch.Tensor:
+        """x̂ in [0, 1] as every decoder computes it: the encoder's measurement and the decode both call this.
+
+        :meth:`synthesize` in channels_last (oneDNN's transposed convolutions
+        run 2-3x faster so, same bits on these shapes: tests/codec/test_tiling.py)
+        on the fixed strips of :func:`codec.tiling.plan`, one intra-op thread
+        each, as many at once as torch may use threads (on a CPU). The bits
+        depend on the image size only, never on the thread count.
+        """
+        dev = y_hat_g.device
+        workers = torch.get_num_threads() if dev.type == "cpu" else 1
+        hy, wy = y_hat_g.shape[-2:]
+        full = None
+        if bias_indices is not None:
+            idx = bias_indices.to(dev)
+            full = [self.bias_bank.offset(k, idx, (hy << (k + 1), wy << (k + 1))) for k in range(NUM_DECODER_BLOCKS)]
+        strips = tiling.plan(hy, wy) if self.reconstruct_in_strips else [tiling.whole(hy, wy)]
+
+        def one(s: tiling.Strip) -> torch.Tensor:
+            offset = None
+            if full is not None:
+                def offset(k, hw):
+                    f = 1 << (k + 1)
+                    return full[k][..., s.rows_in.start * f:s.rows_in.stop * f, s.cols_in.start * f:s.cols_in.stop * f]
+            y = y_hat_g[..., s.rows_in, s.cols_in].contiguous(memory_format=torch.channels_last)
+            return self._blocks(y, lmbda, lmbda_k, offset)
+
+        with exact_on(dev):
+            return tiling.run(one, strips, scale=16, workers=workers).float().clamp_(0, 1)
 
     # ----- training -----------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, lmbda: torch.Tensor, lmbda_k: torch.Tensor | None = None,
@@ -230,9 +274,8 @@ class VariableRateHyperprior(CompressionModel):
                    bias_indices: torch.Tensor | None = None) -> dict:
         dev = next(self.parameters()).device
         y_hat = self.decompress_latents(strings, shape).to(dev)
-        with stage("synthesis"), exact_on(dev):
-            x_hat = self.synthesize(y_hat, lmbda.to(dev), None if lmbda_k is None else lmbda_k.to(dev),
-                                    bias_indices).float().clamp_(0, 1)
+        with stage("synthesis"):
+            x_hat = self.reconstruct(y_hat, lmbda.to(dev), None if lmbda_k is None else lmbda_k.to(dev), bias_indices)
         return {"x_hat": x_hat}
 
 

@@ -40,6 +40,22 @@ def test_a_fresh_encode_decodes_identically_on_one_and_two_threads(encoder):
     assert one == two == result.reconstruction.tobytes()
 
 
+def test_an_encode_cut_into_strips_decodes_identically_on_one_two_and_three_threads(encoder):
+    # 768 pixels wide: a 48-cell latent, two codec.tiling strips in the encoder's measurement and the decode
+    from codec import tiling
+
+    rng = np.random.default_rng(5)
+    base = np.linspace(0, 255, 64 * 768 * 3).reshape(64, 768, 3)
+    rgb = np.clip(base + rng.normal(0, 20, base.shape), 0, 255).astype(np.uint8)
+    assert len(tiling.plan(4, 48)) == 2
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
+    with torch_threads(2):  # the encoder's measurement runs its strips side by side
+        result = encoder.encode(buf.getvalue(), {"preset": "fast", "lmbda": 0.01})
+    decoded = [_decoded(result.bitstream, n) for n in (1, 2, 3)]
+    assert decoded[0] == decoded[1] == decoded[2] == result.reconstruction.tobytes()
+
+
 def test_the_synthesis_is_layout_independent():
     # channels_last input (what a caller holding NHWC tensors passes) gives the same pixels
     from codec.weights import load_model
