@@ -37,6 +37,7 @@ import torch
 
 from ..amp import bf16_supported
 from ..backends import hard_round
+from .folded import folded_view
 from .goal import Goal
 
 ROUNDINGS = ("sga", "noise", "ste")
@@ -387,7 +388,7 @@ def refine_latents(backend, x: torch.Tensor, latents: tuple, rate_index: int, st
     objective = objective or FixedLambda()
     amp = use_amp(x.device, amp)
     # the steps and estimates run on a faster copy of the transforms; the caller codes the pick exactly
-    backend = backend.refine_view(rate_index)
+    backend = folded_view(backend, rate_index)
     start_latents = tuple(t.detach().float() for t in latents)
     start = hard_cost(backend, x, start_latents, rate_index, lmbda, h, w, amp)
     objective.calibrate(start)
