@@ -184,6 +184,19 @@ class _FoldedNet:
 
     def __init__(self, net, lmbda: torch.Tensor):
         self._net, self._lmbda, self._folded = net, lmbda, FoldedSynthesis(net, lmbda)
+        self._hyper = None  # (ẑ, autocast on, output) of the last hyper-synthesis without a gradient
+
+    def hyper_synthesis(self, z_hat):
+        """The network's, kept for a ẑ that needs no gradient: a held hyper-latent
+        (:func:`codec.adapt.refine.hold_hyper`) gives the same ẑ at every step."""
+        if z_hat.requires_grad:
+            return self._net.hyper_synthesis(z_hat)
+        amp = torch.is_autocast_enabled(z_hat.device.type)
+        kept = self._hyper
+        if kept is None or kept[1] != amp or kept[0].shape != z_hat.shape or not torch.equal(kept[0], z_hat):
+            with torch.no_grad():
+                kept = self._hyper = (z_hat.clone(), amp, self._net.hyper_synthesis(z_hat))
+        return kept[2]
 
     def __getattr__(self, name):
         return getattr(self._net, name)
