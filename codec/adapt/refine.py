@@ -22,7 +22,11 @@ oneDNN runs them (bf16) about 1.4x faster with channels_last weights, so the
 steps and the hard-cost estimates run on the backend's channels_last copy
 (:meth:`codec.backends.VariableRateBackend.refine_view`), the estimates
 under bf16 autocast too (0.06 s against 0.15 s in float32); the coded file,
-which decides, is measured by the exact float32 synthesis. Fewer steps do
+which decides, is measured by the exact float32 synthesis. On that copy
+the synthesis at the refinement's one λ is folded (:mod:`codec.adapt.folded`:
+modulations inside the convolutions, a sub-pixel last layer, a written-out
+inverse-GDN backward), and the hyper-latent is held for the second half of
+the steps (:data:`Z_HOLD`), so half the steps skip the hyper-synthesis. Fewer steps do
 not pay: 60 or 64 steps instead of 90 lost 2.7-3.6 points of RD cost on
 kodim23, and a larger step, a lower SGA temperature or a shorter hold lost
 more (``bench encode-ab`` times a preset against an older revision).
