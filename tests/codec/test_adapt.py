@@ -142,6 +142,7 @@ class TestRefine:
         assert len(res.last) == len(lat)
 
     def test_the_hyper_latent_is_held_from_z_hold_and_its_hyper_synthesis_not_rerun(self, vr_backend, monkeypatch):
+        monkeypatch.setattr("codec.adapt.refine.Z_HOLD_MIN_STEPS", 1)
         x = image_tensor(synthetic_image(64, 64, seed=2))
         ri = vr_backend.rate_index(0.01)
         lat = vr_backend.encode_latents(x, ri)
