@@ -21,6 +21,7 @@ import torch
 
 from codec import bitstream
 from codec.adapt.bias_search import LATENT_CELL, MARGIN_CELLS, RING, _Synth, search_bias
+from codec.adapt.folded import folded_view
 from codec.adapt.goal import Goal
 from codec.adapt.lambda_adapt import adapt_lambda
 from codec.adapt.rate_control import search_rate
@@ -139,6 +140,23 @@ class TestRefine:
         assert obj.key(res.best) <= obj.key(res.start)
         assert res.lmbda != 0.01  # the loss λ was steered
         assert len(res.last) == len(lat)
+
+    def test_the_hyper_latent_is_held_from_z_hold_and_its_hyper_synthesis_not_rerun(self, vr_backend, monkeypatch):
+        monkeypatch.setattr("codec.adapt.refine.Z_HOLD_MIN_STEPS", 1)
+        x = image_tensor(synthetic_image(64, 64, seed=2))
+        ri = vr_backend.rate_index(0.01)
+        lat = vr_backend.encode_latents(x, ri)
+        view = folded_view(vr_backend, ri)
+        view.net._hyper = None  # what an earlier test left
+        calls = []
+        real = type(view.net._net).hyper_synthesis
+        monkeypatch.setattr(type(view.net._net), "hyper_synthesis", lambda net, z: calls.append(1) or real(net, z))
+        held = refine_latents(vr_backend, x, lat, ri, 6, eval_every=6, z_hold=0.0, amp=False)
+        # held from the first step: z never moves, and ẑ's entropy parameters are computed once
+        assert torch.equal(held.last[1], lat[1]) and len(calls) == 1
+        moving = refine_latents(vr_backend, x, lat, ri, 6, eval_every=6, z_hold=1.0, amp=False)
+        assert not torch.equal(moving.last[1], lat[1]) and len(calls) > 6
+        assert held.best.cost <= held.start.cost
 
     def test_start_latents_are_not_modified(self, vr_backend):
         x = image_tensor(synthetic_image(64, 64))
