@@ -47,12 +47,15 @@ def sample_lmbda(cfg: TrainConfig, gen: torch.Generator, n: int) -> torch.Tensor
 
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:
-    start = int(cfg.decay_from * cfg.steps)
+    # A run extended past its decay (``decay_until`` < ``steps``) keeps the schedule it was
+    # trained on and holds lr_final for the added steps.
+    end = getattr(cfg, "decay_until", 0) or cfg.steps
+    start = int(cfg.decay_from * end)
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
     if step < start:
         return cfg.lr
-    f = min(1.0, (step - start) / max(1, cfg.steps - start))
+    f = min(1.0, (step - start) / max(1, end - start))
     return cfg.lr * (cfg.lr_final / cfg.lr) ** f
 
 

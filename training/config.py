@@ -26,7 +26,8 @@ class TrainConfig:
     crop: int = 128
     lr: float = 2e-4
     lr_final: float = 2e-5
-    decay_from: float = 0.85
+    decay_from: float = 0.85  # the decay starts at this fraction of decay_until
+    decay_until: int = 0  # the step the decay reaches lr_final, which then holds; 0: at `steps`
     warmup: int = 0  # steps of linear learning-rate warm-up
     quant: str = "noise"  # what the synthesis sees in training: "noise" or "ste" (rounded)
     until: int = 0  # stop (checkpointed) at this step without changing the schedule; 0: at `steps`

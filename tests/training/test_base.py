@@ -122,6 +122,14 @@ class TestSchedule:
         assert learning_rate(cfg, 10) == learning_rate(cfg, 89) == 1e-3
         assert learning_rate(cfg, 100) == pytest.approx(1e-4)
 
+    def test_an_extended_run_keeps_its_decay_and_holds_the_final_rate(self):
+        from training.base import learning_rate
+
+        short = TrainConfig(lr=1e-3, lr_final=1e-4, steps=100, decay_from=0.8)
+        longer = TrainConfig(lr=1e-3, lr_final=1e-4, steps=150, decay_from=0.8, decay_until=100)
+        assert [learning_rate(longer, s) for s in range(100)] == [learning_rate(short, s) for s in range(100)]
+        assert learning_rate(longer, 90) > learning_rate(longer, 100) == learning_rate(longer, 149) == pytest.approx(1e-4)
+
 
 class TestStraightThroughQuantization:
     def test_ste_latent_is_mean_plus_integers_and_gradients_reach_the_analysis(self):
