@@ -54,8 +54,9 @@ __all__ = [
     "main_speed",
 ]
 
-DEFAULT_LAMBDAS: tuple[float, ...] = tuple(float(f"{v:.3g}") for v in np.geomspace(4e-4, 0.2, 8))
-"""Dimensionless. metalic's default rate points: 8 log-spaced λ from 0.0004 to 0.2."""
+DEFAULT_LAMBDAS: tuple[float, ...] = tuple(float(f"{v:.3g}") for v in np.geomspace(9e-4, 0.36, 8))
+"""Dimensionless. metalic's default rate points: 8 log-spaced λ over the shipped model's rate
+index (λ_min / 2 to 2·λ_max of its λ 0.0018-0.18 training range), so none is clamped."""
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 """File suffixes (case-insensitive) that :func:`load_images` picks up."""

@@ -340,3 +340,15 @@ class TestCli:
         assert args.lambdas == (0.01, 0.1) and args.targets == (0.5,) and callable(args.func)
         args = parser.parse_args(["bench", "speed", "--data", "d", "--out", "o", "--timing-runs", "3"])
         assert args.timing_runs == 3 and callable(args.func)
+
+
+def test_the_default_rate_points_span_the_shipped_models_rate_index_unclamped():
+    from bench.rd import DEFAULT_LAMBDAS
+    from codec.rate import lambda_to_index
+    from codec.weights import read_manifest
+
+    manifest = read_manifest()
+    lo, hi = manifest["models"][manifest["default"]]["lmbda_range"]
+    indices = [lambda_to_index(lm) for lm in DEFAULT_LAMBDAS]
+    assert lambda_to_index(lo / 2) <= min(indices) and max(indices) <= lambda_to_index(min(1.0, hi * 2))
+    assert len(set(indices)) == len(DEFAULT_LAMBDAS)
