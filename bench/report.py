@@ -200,7 +200,7 @@ def plot_rd(curves: Mapping[str, Sequence[Mapping[str, Any]]], path: Path, title
     ax_psnr, ax_ssim = fig.subplots(1, 2)
     for codec, curve in curves.items():
         pts = sorted((p for p in curve if p["bpp"] is not None), key=lambda p: p["bpp"])
-        style = {"marker": "o", "linewidth": 2.0 if codec == METALIC_CURVE else 1.2, "label": codec}
+        style = {"marker": "o", "linewidth": 2.0 if codec.startswith(METALIC_CURVE) else 1.2, "label": codec}
         ax_psnr.plot([p["bpp"] for p in pts], [p["psnr"] for p in pts], **style)
         ssim = [(p["bpp"], ms_ssim_db(p["ms_ssim"])) for p in pts if p["ms_ssim"] is not None]
         if ssim:
