@@ -9,7 +9,8 @@ compared with the anchors on the same images in the same run. Steps per second
 come from the run's own log (wall seconds of training, validation excluded).
 The anchors are measured once (``anchor_points.json`` in the output folder)
 and reused for every later snapshot. Writes ``progress.json`` and ``progress.md`` (a table: step, steps/s since the
-previous row, BD-rate against each anchor). Rows already in ``progress.json``
+previous row, BD-rate against each anchor, and the unquantized-latent PSNR at the
+run's top λ: what the transforms reach before rounding). Rows already in ``progress.json``
 are kept, so a later session only measures its new snapshots.
 """
 
@@ -22,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.pilots import load_checkpoint, unquantized_psnr
 from bench.rd import AnchorCache, RDConfig, load_images, run_rd
 from bench.report import bd_percent
 from bench.runners import metalic_runner
@@ -65,7 +67,8 @@ def main(argv=None) -> int:
         else:
             summary = run_rd(images, step_dir, metalic_runner(weights=str(ckpt)),
                              RDConfig(lambdas=lambdas, codecs=ANCHORS, timing_runs=0), anchor_cache=cache)
-        row = {"step": step, "checkpoint": ckpt.name, "wall_s": walls.get(step)}
+        row = {"step": step, "checkpoint": ckpt.name, "wall_s": walls.get(step),
+               "unquantized_psnr_top": unquantized_psnr(load_checkpoint(ckpt)[0], images, c["lmbda_max"])}
         for a in ANCHORS:
             row[f"bd_rate_vs_{a}"] = summary["bd"][a]["bd_rate"]
             row[f"bd_psnr_vs_{a}"] = summary["bd"][a]["bd_psnr"]
@@ -73,14 +76,17 @@ def main(argv=None) -> int:
         done.sort(key=lambda r: r["step"])
         (out / "progress.json").write_text(json.dumps(done, indent=2))
         print(json.dumps(row), flush=True)
-    lines = ["| step | steps/s (since previous row) | BD-rate vs JPEG (%) | vs WebP (%) | vs AVIF (%) |",
-             "|---:|---:|---:|---:|---:|"]
+    lines = ["| step | steps/s (since previous row) | BD-rate vs JPEG (%) | vs WebP (%) | vs AVIF (%) "
+             "| unquantized PSNR at λ_max (dB) |",
+             "|---:|---:|---:|---:|---:|---:|"]
     prev = None
     for r in done:
         sps = "–"
         if prev and r.get("wall_s") and prev.get("wall_s"):
             sps = f"{(r['step'] - prev['step']) / (r['wall_s'] - prev['wall_s']):.2f}"
-        lines.append(f"| {r['step']} | {sps} | " + " | ".join(bd_percent(r[f"bd_rate_vs_{a}"]) for a in ANCHORS) + " |")
+        top = f"{r['unquantized_psnr_top']:.2f}" if r.get("unquantized_psnr_top") is not None else "–"
+        lines.append(f"| {r['step']} | {sps} | " + " | ".join(bd_percent(r[f"bd_rate_vs_{a}"]) for a in ANCHORS)
+                     + f" | {top} |")
         prev = r
     (out / "progress.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
