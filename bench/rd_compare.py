@@ -1,7 +1,8 @@
 """One RD picture and BD table of several ``metalic bench rd`` runs (presets) over the same images.
 
 Each run folder holds the ``summary.json`` of one ``metalic bench rd --preset ...`` run;
-its metalic curve is shown under the run's label beside the anchors of the first run.
+its metalic curve is shown under the run's label beside the anchors of the first run,
+and every later run is also compared with the first (the gain of a preset over ``fast``).
 The runs must cover the same images, so that every curve is an average over one set::
 
     python -m bench.rd_compare --out docs/results/rd-kodak-presets \\
@@ -46,15 +47,19 @@ def load_runs(runs: Sequence[tuple[str, Path]]) -> tuple[list[str], dict[str, li
 
 def compare(runs: Sequence[tuple[str, Path]], out: Path) -> dict[str, Any]:
     images, metalic, anchors = load_runs(runs)
-    bd = {label: bd_against_anchors({METALIC_CURVE: curve, **anchors}) for label, curve in metalic.items()}
+    first = next(iter(metalic))
+    bd = {label: bd_against_anchors({METALIC_CURVE: curve, **anchors, **({first: metalic[first]} if label != first else {})})
+          for label, curve in metalic.items()}
     result = {"images": images, "runs": {label: str(folder) for label, folder in runs}, "bd": bd}
     out.mkdir(parents=True, exist_ok=True)
     write_json(result, out / "compare.json")
-    header = "| metalic | " + " | ".join(f"vs {a} (%)" for a in anchors) + " |"
+    columns = [*anchors, first]
+    header = "| metalic | " + " | ".join(f"vs {a} (%)" for a in columns) + " |"
     lines = [f"# BD-rate of each metalic run against each anchor ({len(images)} images, average curves)", "",
-             header, "|---|" + "---:|" * len(anchors)]
+             header, "|---|" + "---:|" * len(columns)]
     for label, rows in bd.items():
-        cells = [f"{rows[a]['bd_rate']:+.2f}" if rows[a]["bd_rate"] is not None else "n/a" for a in anchors]
+        cells = [f"{rows[a]['bd_rate']:+.2f}" if a in rows and rows[a]["bd_rate"] is not None else "–"
+                 for a in columns]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     (out / "table.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     curves = {f"{METALIC_CURVE} {label}": curve for label, curve in metalic.items()} | anchors

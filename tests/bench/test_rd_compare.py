@@ -37,6 +37,7 @@ def test_each_run_gets_its_own_bd_against_the_shared_anchors(two_runs):
     fast = json.loads((two_runs / "fast" / "summary.json").read_text())["bd"]["jpeg"]["bd_rate"]
     assert result["bd"]["fast"]["jpeg"]["bd_rate"] == pytest.approx(fast)
     assert result["bd"]["other"]["jpeg"]["bd_rate"] != pytest.approx(fast)
+    assert "fast" not in result["bd"]["fast"] and result["bd"]["other"]["fast"]["bd_rate"] is not None
     assert (out / "rd.png").stat().st_size > 0
     table = (out / "table.md").read_text()
     assert "| fast |" in table and "| other |" in table
