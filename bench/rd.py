@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -146,13 +147,14 @@ class AnchorCache:
     seconds measured when it was made and says ``"cached": true``.
 
     Args:
-        path: path. A JSON file; created on the first :meth:`save`.
+        path: path. A JSON file; created by the first :meth:`save` that has new points.
     """
 
     def __init__(self, path: Path | str):
         self.path = Path(path)
         self._points: dict[str, list[dict[str, Any]]] = (
             json.loads(self.path.read_text()) if self.path.exists() else {})
+        self._dirty = False
 
     @staticmethod
     def key(codec: str, img: np.ndarray, targets: Sequence[float] | None) -> str:
@@ -165,12 +167,18 @@ class AnchorCache:
 
     def put(self, key: str, points: list[dict[str, Any]]) -> None:
         self._points[key] = points
+        self._dirty = True
 
     def save(self) -> None:
+        # Only new points are written, through a file of this process's own: runs that
+        # share a complete cache (two presets side by side) never write it at all.
+        if not self._dirty:
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
+        tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(self._points))
         tmp.replace(self.path)
+        self._dirty = False
 
 
 def _anchor_points(codec: str, img: np.ndarray, targets: Sequence[float] | None,
