@@ -26,6 +26,10 @@ FORCED_BIAS_INDEX = 3
 """Bank index written into the bias case when the encoder's search keeps none
 (on an image this small it usually does), so the bias-bank decode path is pinned too."""
 
+FORCED_LAMBDA_K_STEP = 40
+"""Rate-index offsets (+40, -40, +80, -80 around the stream's own) written into the
+λ_k case when the encoder's search keeps none, so the λ_k decode path is pinned too."""
+
 CASES = {
     # name: (width, height, mode, seed, encode options)
     "rgb-64x64-fast": (64, 64, "RGB", 0, {"lmbda": 0.01, "preset": "fast"}),
@@ -62,12 +66,19 @@ def main() -> int:
         if forced:
             n = bitstream.num_patches(payload.width, payload.height)
             data = bitstream.pack(bitstream.Payload(**{**payload.__dict__, "bias_indices": bytes([FORCED_BIAS_INDEX] * n)}))
+        payload = bitstream.unpack(data)
+        forced_k = options.get("lambda_steps", 0) > 0 and not payload.lambda_k
+        if forced_k:
+            r = payload.rate_index
+            offsets = [FORCED_LAMBDA_K_STEP * m for m in (1, -1, 2, -2)][:bitstream.NUM_DECODER_BLOCKS]
+            data = bitstream.pack(bitstream.Payload(**{**payload.__dict__, "lambda_k": tuple(r + o for o in offsets)}))
         (GOLDEN_DIR / f"{name}.mlic").write_bytes(data)
         payload = bitstream.unpack(data)
         image = decode(data).image
         image.save(GOLDEN_DIR / f"{name}.png")
         record["streams"][name] = {"file": f"{name}.mlic", "stream_sha256": hashlib.sha256(data).hexdigest(),
                                    "decoded_sha256": [decoded_sha256(image)], "reference": f"{name}.png", "options": options, "bias_forced": bool(forced),
+                                   "lambda_k_forced": bool(forced_k),
                                    "lambda_k": list(payload.lambda_k), "bias_indices": list(payload.bias_indices)}
         print(f"{name}: {len(data)} bytes, λ_k {payload.lambda_k}, bias {list(payload.bias_indices)}")
     (GOLDEN_DIR / "golden.json").write_text(json.dumps(record, indent=2) + "\n")
