@@ -23,13 +23,18 @@ def tiny(tmp_path_factory):
 
 def test_flop_count_matches_the_layers_by_hand():
     counted = speed.synthesis_flops(512, 768)
-    # g_s: four 5x5 stride-2 deconvs 128→64→64→64→3 from 32x48 up, three inverse GDNs of 64 channels
+    from codec.weights import read_manifest
+
+    manifest = read_manifest()
+    M = manifest["models"][manifest["default"]]["config"]["M"]
+    # g_s: four 5x5 stride-2 deconvs M→64→64→64→3 from 32x48 up, three inverse GDNs of 64 channels
     hw = [32 * 48, 64 * 96, 128 * 192, 256 * 384]
-    deconv = 2 * 25 * (128 * 64 * hw[0] + 64 * 64 * hw[1] + 64 * 64 * hw[2] + 64 * 3 * hw[3])
+    deconv = 2 * 25 * (M * 64 * hw[0] + 64 * 64 * hw[1] + 64 * 64 * hw[2] + 64 * 3 * hw[3])
     gdn = 2 * 64 * 64 * (hw[1] + hw[2] + hw[3])
     assert counted["flops"]["synthesis"] == deconv + gdn
-    # h_s: deconv 64→128 from 8x12, deconv 128→192 from 16x24, 3x3 conv 192→256 at 32x48
-    assert counted["flops"]["hyper_synthesis"] == 2 * (25 * 64 * 128 * 96 + 25 * 128 * 192 * 384 + 9 * 192 * 256 * 1536)
+    # h_s: deconv N=64→M from 8x12, deconv M→3M/2 from 16x24, 3x3 conv 3M/2→2M at 32x48
+    m1, m2 = M * 3 // 2, 2 * M
+    assert counted["flops"]["hyper_synthesis"] == 2 * (25 * 64 * M * 96 + 25 * M * m1 * 384 + 9 * m1 * m2 * 1536)
 
 
 def test_the_floor_is_the_counted_flops_at_the_measured_throughput():
