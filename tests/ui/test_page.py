@@ -122,7 +122,16 @@ def test_encode_shows_progress_then_the_compare_view(page, server, tmp_path):
     assert len(seen) >= 3, seen
     assert any("refine" in text for text in seen) and any(re.search(r"\d+\.\d+ dB", text) for text in seen)
     refine_values = [v for text, v in zip(seen, values) if "refine" in text]
-    assert refine_values == sorted(refine_values) and refine_values[-1] > refine_values[0]
+    # Each refinement run counts its steps up; a rate-search trial that refines again starts a
+    # new run (its label restarts at a low step), so the values rise within each run.
+    runs = [[refine_values[0]]] if refine_values else []
+    for v in refine_values[1:]:
+        if v >= runs[-1][-1]:
+            runs[-1].append(v)
+        else:
+            runs.append([v])
+    assert runs and len(runs) <= 3, refine_values
+    assert any(run[-1] > run[0] for run in runs), refine_values
 
     # The compare view opens with the original on the left and metalic on the right.
     compare = page.locator("#compare")
