@@ -33,7 +33,7 @@ def load_runs(runs: Sequence[tuple[str, Path]]) -> tuple[list[str], dict[str, li
         summary = json.loads(path.read_text())
         if METALIC_CURVE not in summary["curves"]:
             raise ValueError(f"{path} has no {METALIC_CURVE} curve (a --no-metalic run)")
-        names = [im["image"] if isinstance(im, dict) else im for im in summary["images"]]
+        names = list(summary["images"])
         if images is None:
             images = names
             anchors = {k: v for k, v in summary["curves"].items() if k != METALIC_CURVE}
