@@ -241,22 +241,32 @@ class BoundedRansCoder:
     def encode_with_indexes(self, symbols, indexes, cdfs, sizes, offsets) -> bytes:
         return self._encoder.encode_with_indexes(symbols, indexes, cdfs, sizes, offsets)
 
-    def decode_with_indexes(self, string: bytes, indexes: Sequence[int], cdfs, sizes, offsets) -> list[int]:
+    def decode_with_indexes(self, string: bytes, indexes, cdfs, sizes, offsets) -> np.ndarray:
+        """The symbols of ``string``, as an int64 array (what CompressAI's list holds; ``torch.tensor`` takes both).
+
+        ``indexes`` may be a list or an integer array: an array is cheaper for a large string, since
+        the checks below work on it directly and only the C++ calls get a list (a Kodak y string has
+        295k symbols, and each conversion of a Python list of that length costs more than decoding it).
+        """
         string = bytes(string)
-        count = len(indexes)
+        idx = np.asarray(indexes, dtype=np.int64)
+        index_list = idx.tolist()
+        count = len(index_list)
         check_string(string, count)
         # rows cut to their own length: the C++ reads no entry past it (the last, 1 << 16, stops every
         # search) and converts every entry it is given on each call, most of them padding otherwise
         cdfs = [row[:n] for row, n in zip(cdfs, sizes)]
         guarded = [n + 1 for n in sizes]
-        values = self._guarded(string, indexes, cdfs, guarded, offsets)
-        flags = escape_flags(indexes, sizes, offsets)
+        values = self._guarded(string, index_list, cdfs, guarded, offsets)
+        flags = escape_flags(idx, sizes, offsets)
         escape_nibbles = 0
-        found = np.asarray(values, dtype=np.int64)
+        found = np.fromiter(values, dtype=np.int64, count=count)
         if np.any(found == flags):
-            values, escape_nibbles = self.resumed_decode(string, indexes, cdfs, sizes, offsets, found, flags, guarded)
-        self.check_canonical(string, values, indexes, cdfs, sizes, offsets, escape_nibbles)
-        return values
+            values, escape_nibbles = self.resumed_decode(string, index_list, cdfs, sizes, offsets, found, flags,
+                                                         guarded)
+            found = np.asarray(values, dtype=np.int64)
+        self.check_canonical(string, values, index_list, cdfs, sizes, offsets, escape_nibbles)
+        return found
 
     def _guarded(self, string: bytes, indexes, cdfs, guarded_sizes, offsets) -> list[int]:
         need = WORD_BYTES * (len(indexes) + FLUSH_WORDS)
