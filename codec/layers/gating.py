@@ -82,11 +82,11 @@ class EnergyGate(nn.Module):
         with torch.autocast(x.device.type, enabled=False):
             e = x.float().pow(2).mean((2, 3))
             s = torch.log(e / e.mean(1, keepdim=True).clamp_min(1e-30) + ENERGY_FLOOR)
-            k = self.kernel - self.kernel.mean()
+            k = (self.kernel - self.kernel.mean()).float()  # float32 even in a float64 copy (the exact h_s)
             pad = k.numel() // 2
             ring = torch.cat([s[:, -pad:], s, s[:, :pad]], 1) if pad else s
             v = s + F.conv1d(ring[:, None], k.view(1, 1, -1))[:, 0]
-            return v - (self.alpha + self.tau - self.tau.mean())
+            return v - (self.alpha + self.tau - self.tau.mean()).float()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The gate of each input channel.

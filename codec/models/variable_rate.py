@@ -13,8 +13,10 @@ from torch import nn
 
 from ..constants import NUM_DECODER_BLOCKS
 from .. import tiling
+from . import scale_index
 from ..determinism import exact_on, single_thread
 from ..layers import BiasBank, ChannelModulation, GainModulator
+from ..rans import BoundedRansCoder
 from ..registry import register_model
 from ..timing import stage
 
@@ -37,6 +39,27 @@ def scale_indexes(gc: GaussianConditional, scales: torch.Tensor) -> torch.Tensor
     """
     table = gc.scale_table[:-1].contiguous()
     return torch.searchsorted(table, gc.lower_bound_scale(scales).contiguous()).int()
+
+
+def decode_symbols(gc: GaussianConditional, strings: list[bytes], indexes: torch.Tensor, means: torch.Tensor,
+                   dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``gc.decompress(strings, indexes, dtype, means)``, with arrays rather than Python lists around the coder.
+
+    CompressAI hands its coder the indexes as a list and makes a tensor of the
+    list it returns; for a Kodak y string (295k symbols) those two conversions
+    and the coder's own checks on the list took longer than the decoding. A
+    :class:`~codec.rans.BoundedRansCoder` takes the index array and returns an
+    array; any other coder gets the lists it expects. Same symbols either way.
+    """
+    coder = gc.entropy_coder
+    cdf = gc._quantized_cdf.tolist()
+    sizes, offsets = gc._cdf_length.reshape(-1).int().tolist(), gc._offset.reshape(-1).int().tolist()
+    flat = indexes.reshape(len(strings), -1).numpy()
+    symbols = torch.empty(flat.shape, dtype=torch.int32)
+    for i, s in enumerate(strings):
+        idx = flat[i] if isinstance(coder, BoundedRansCoder) else flat[i].tolist()
+        symbols[i] = torch.as_tensor(coder.decode_with_indexes(s, idx, cdf, sizes, offsets))
+    return gc.dequantize(symbols.reshape(indexes.shape), means, dtype)
 
 
 @register_model("metalic-vr")
@@ -220,16 +243,42 @@ class VariableRateHyperprior(CompressionModel):
             scale_table = get_scale_table()
         return super().update(scale_table=scale_table, force=force, update_quantiles=update_quantiles)
 
-    def _hyper_synthesis_cpu(self, z_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # Scale indices must match bit for bit on both sides: always CPU float32.
-        h_s = self.h_s
-        if next(h_s.parameters()).device.type != "cpu" or next(h_s.parameters()).dtype != torch.float32:
-            if self._h_s_cpu is None:
-                self._h_s_cpu = copy.deepcopy(h_s).to("cpu", torch.float32)
-            h_s = self._h_s_cpu
+    def entropy_parameters(self, z_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(scale indexes, means) of y from ẑ as the encoder and every decoder take them, on the CPU.
+
+        The indexes are the same on every machine (:mod:`codec.models.scale_index`):
+        h_s's layers before the last run in float64, the last one in float32,
+        and a scale near a table edge is recomputed in float64. Whatever device
+        holds the model, a CPU copy computes them, so a GPU's stream decodes on a CPU.
+
+        Returns:
+            (indexes (B, M, h, w) int32, means_hat (B, M, h, w) float32)
+        """
+        head, last = self._cpu_hyper_synthesis()
+        gc = self.gaussian_conditional
         with torch.autocast("cpu", enabled=False), single_thread():
-            scales_hat, means_hat = h_s(z_hat.cpu().float()).chunk(2, 1)
-        return scales_hat, means_hat
+            x64 = head(z_hat.detach().cpu().double())
+            x32 = x64.float()
+            scales, means = last(x32).chunk(2, 1)
+            indexes = scale_indexes(gc, scales)
+            if hasattr(last, "gate"):  # a gated last layer computes only its active inputs
+                x64 = x64 * (last.gate(x32) > 0)[:, :, None, None]
+
+            def exact(near):
+                return scale_index.recompute(x64, last, torch.cat([near, torch.zeros_like(near)], 1))
+
+            scale_index.settle(indexes, scales, gc.scale_table[:-1].contiguous(), float(gc.lower_bound_scale.bound),
+                               exact)
+        return indexes, means
+
+    def _cpu_hyper_synthesis(self) -> tuple[nn.Module, nn.Module]:
+        """h_s but its last layer in float64, and its last layer in float32, on the CPU (cached per weights)."""
+        key = tuple((p.data_ptr(), p._version, p.device, p.dtype) for p in self.h_s.parameters())
+        if self._h_s_cpu is None or self._h_s_cpu[0] != key:
+            head = copy.deepcopy(self.h_s[:-1]).to("cpu", torch.float64).eval()
+            last = copy.deepcopy(self.h_s[-1]).to("cpu", torch.float32).eval()
+            self._h_s_cpu = (key, head, last)
+        return self._h_s_cpu[1], self._h_s_cpu[2]
 
     def _apply(self, fn, *args, **kwargs):
         self._h_s_cpu = None  # moved or cast: the CPU copy is stale
@@ -245,8 +294,7 @@ class VariableRateHyperprior(CompressionModel):
         z = z.detach().cpu().float()
         z_strings = self.entropy_bottleneck.compress(z)
         z_hat = self.entropy_bottleneck.decompress(z_strings, z.size()[-2:])
-        scales_hat, means_hat = self._hyper_synthesis_cpu(z_hat)
-        indexes = self.gaussian_conditional.build_indexes(scales_hat)
+        indexes, means_hat = self.entropy_parameters(z_hat)
         y_g = y_g.detach().cpu().float()
         y_strings = self.gaussian_conditional.compress(y_g, indexes, means=means_hat)
         y_hat = self.gaussian_conditional.quantize(y_g, "dequantize", means_hat)
@@ -258,10 +306,9 @@ class VariableRateHyperprior(CompressionModel):
         with stage("entropy_z"):
             z_hat = self.entropy_bottleneck.decompress(strings[1], shape)
         with stage("hyper_synthesis"):
-            scales_hat, means_hat = self._hyper_synthesis_cpu(z_hat)
+            indexes, means_hat = self.entropy_parameters(z_hat)
         with stage("entropy_y"):
-            indexes = scale_indexes(self.gaussian_conditional, scales_hat)
-            return self.gaussian_conditional.decompress(strings[0], indexes, z_hat.dtype, means=means_hat)
+            return decode_symbols(self.gaussian_conditional, strings[0], indexes, means_hat, z_hat.dtype)
 
     @torch.no_grad()
     def compress(self, x: torch.Tensor, lmbda: torch.Tensor) -> dict:
