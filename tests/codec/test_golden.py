@@ -6,7 +6,10 @@ last bit depends on the CPU's kernels (AVX2, AVX-512, AMX): the same stream
 decodes on two machines to pixels (recorded: AMX and AVX2-only) that may differ by one level where a value
 sits on a rounding boundary. So the pixels are checked against the committed
 reference image to within one level in under 1% of them, which a wrong entropy
-decode, other weights or another synthesis can never meet. After a deliberate one, rewrite the streams
+decode, other weights or another synthesis can never meet. The streams were
+encoded on an AMX machine; before y's scale indexes were made the same on
+every CPU (codec.models.scale_index), the gray one failed to decode on an
+AVX2-only machine, so these files also pin that a stream crosses machines. After a deliberate one, rewrite the streams
 with ``python scripts/make_golden.py`` and commit them with the change.
 """
 
