@@ -15,6 +15,7 @@ from typing import Callable, Protocol, runtime_checkable
 
 import torch
 
+from . import bitstream
 from .determinism import exact_on, single_thread
 from .errors import OptionsError
 from .rans import harden
@@ -95,7 +96,10 @@ class Backend(Protocol):
         """x̂ of decoded latents exactly as :meth:`decompress` computes it (the encoder's measurement)."""
         ...
 
-    def decompress(self, strings, shape, rate_index: int, lambda_k=None, bias=None) -> torch.Tensor: ...
+    def decompress(self, strings, shape, rate_index: int, lambda_k=None, bias=None,
+                   version: int = bitstream.VERSION) -> torch.Tensor:
+        """x̂ of a stream's strings; ``version`` is the container's (the rule for y's scale indexes)."""
+        ...
 
 
 def channels_last_copy(net: torch.nn.Module) -> torch.nn.Module:
@@ -190,8 +194,9 @@ class VariableRateBackend(_OneNetwork):
     def reconstruct(self, y_hat, rate_index: int, lambda_k=None, bias=None):
         return self.net.reconstruct(y_hat.to(self.device), self._lmbda(rate_index), lambda_k, bias)
 
-    def decompress(self, strings, shape, rate_index: int, lambda_k=None, bias=None):
-        return self.net.decompress(strings, shape, self._lmbda(rate_index), lambda_k, bias)["x_hat"]
+    def decompress(self, strings, shape, rate_index: int, lambda_k=None, bias=None, version: int = bitstream.VERSION):
+        return self.net.decompress(strings, shape, self._lmbda(rate_index), lambda_k, bias,
+                                   exact_indexes=version >= 2)["x_hat"]
 
 
 class ZooBackend:
@@ -312,7 +317,8 @@ class ZooBackend:
     reconstruct = synthesize  # decompress runs the same g_s
 
     @torch.no_grad()
-    def decompress(self, strings, shape, rate_index: int, lambda_k=None, bias=None):
+    def decompress(self, strings, shape, rate_index: int, lambda_k=None, bias=None, version: int = bitstream.VERSION):
+        # every version: the zoo's indexes come from CompressAI's own float32 h_s
         # compressai runs h_s inside decompress: single-threaded, as in compress_latents
         with single_thread():
             return self.net(rate_index).decompress(strings, list(shape))["x_hat"]
@@ -365,6 +371,6 @@ class ZooVbrBackend(_OneNetwork):
     reconstruct = synthesize
 
     @torch.no_grad()
-    def decompress(self, strings, shape, rate_index: int, lambda_k=None, bias=None):
-        with single_thread():
+    def decompress(self, strings, shape, rate_index: int, lambda_k=None, bias=None, version: int = bitstream.VERSION):
+        with single_thread():  # every version: CompressAI's own float32 h_s
             return self.net.decompress(strings, list(shape), stage=2, s=rate_index)["x_hat"]

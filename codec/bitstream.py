@@ -5,7 +5,8 @@ and the client-side ``info`` can all parse a stream without a model
 (as TFC ``util/packed_tensors.py``, with CompressAI ``examples/codec.py``
 ``get_header`` for the bit-level docs).
 
-Layout, version 1. All integers are unsigned big endian. ``n`` is the model id
+Layout, version 2 (version 1 has the same layout; only how its y scale
+indexes are computed differs, see :data:`VERSIONS`). All integers are unsigned big endian. ``n`` is the model id
 length, ``K`` the λ_k count, ``P`` the bias count, ``S`` the number of strings
 and ``L_i`` the length of string ``i``. Sections marked *flag* are present only
 when their flag bit is set, so each payload has exactly one encoding::
@@ -13,7 +14,7 @@ when their flag bit is set, so each payload has exactly one encoding::
     Size    Field              Type  Rule
     ------  -----------------  ----  ---------------------------------------------
     4       magic              -     b"MLIC"
-    1       version            u8    1
+    1       version            u8    2 (1 is still read)
     1       flags              u8    bit0: λ_k present; bit1: bias indices present;
                                      bits 2-7 zero
     1       n                  u8    1..64
@@ -72,6 +73,7 @@ __all__ = [
     "MAGIC",
     "MAX_STRINGS",
     "VERSION",
+    "VERSIONS",
     "ImageMode",
     "Payload",
     "describe",
@@ -84,8 +86,15 @@ __all__ = [
 MAGIC = b"MLIC"
 """Bytes. The first four bytes of every metalic container."""
 
-VERSION = 1
-"""Container format version written by :func:`pack`; the only one :func:`unpack` reads."""
+VERSION = 2
+"""Container format version written by :func:`pack` for a new stream."""
+
+VERSIONS = (1, 2)
+"""The versions :func:`unpack` reads. Both have one layout; they differ in the rule the decoder
+uses for y's scale indexes. Version 1: from the float32 hyper-synthesis, which gives other
+indexes on other CPU kernels, so a stream may decode only on the kind of machine that made it.
+Version 2: the same on every machine (:mod:`codec.models.scale_index`). A version-1 stream is
+decoded by the version-1 rule, so what it decoded to before it still decodes to."""
 
 MAX_STRINGS = 8
 """Count. Most entropy-coded strings a container may hold (for example y and z)."""
@@ -188,6 +197,7 @@ class Payload:
         strings: tuple[bytes, ...]. 1..8 entropy-coded strings (for example y
             then z); each may be empty and at most 2**32 - 1 bytes.
         latent_shape: tuple[int, int]. (h, w) of the side latent z, each 1..MAX_DIMENSION.
+        version: int. The container version, one of :data:`VERSIONS` (new streams: :data:`VERSION`).
 
     Raises:
         BitstreamError: a field has the wrong type or is out of range.
@@ -203,11 +213,14 @@ class Payload:
     bias_indices: bytes
     strings: tuple[bytes, ...]
     latent_shape: tuple[int, int]
+    version: int = VERSION
 
     def __post_init__(self) -> None:
         def put(name: str, value: Any) -> None:
             object.__setattr__(self, name, value)  # frozen: normalize in place once
 
+        if type(self.version) is not int or self.version not in VERSIONS:
+            raise BitstreamError(f"container version {self.version!r} is not one of {VERSIONS}")
         if not isinstance(self.model_id, str):
             raise BitstreamError(f"model id must be str, got {type(self.model_id).__name__}")
         if not self.model_id.isascii() or not _MODEL_ID_RE.fullmatch(self.model_id.encode()):
@@ -302,7 +315,7 @@ def header_size(payload: Payload) -> int:
 
 
 def pack(payload: Payload) -> bytes:
-    """Serialize a payload into a version-:data:`VERSION` container.
+    """Serialize a payload into a container of its version (:data:`VERSION` unless it says otherwise).
 
     Args:
         payload: Payload. Already validated by its constructor.
@@ -319,7 +332,7 @@ def pack(payload: Payload) -> bytes:
     p = payload
     flags = (FLAG_LAMBDA_K if p.lambda_k else 0) | (FLAG_BIAS if p.bias_indices else 0)
     model_id = p.model_id.encode("ascii")
-    out = bytearray(_PREFIX.pack(MAGIC, VERSION, flags, len(model_id)))
+    out = bytearray(_PREFIX.pack(MAGIC, p.version, flags, len(model_id)))
     out += model_id
     out += _IMAGE.pack(p.weights_hash, p.width, p.height, p.mode, p.rate_index)
     if p.lambda_k:
@@ -371,7 +384,7 @@ def unpack(data: bytes | bytearray | memoryview) -> Payload:
 
     Raises:
         BitstreamError: with a one-line reason, for any input that is not a
-            valid version-1 container. No other exception escapes.
+            valid container of a version it reads. No other exception escapes.
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise BitstreamError(f"expected bytes, got {type(data).__name__}")
@@ -401,13 +414,14 @@ def _parse(view: memoryview) -> Payload:
         raise BitstreamError("not a metalic bitstream (bad magic)")
     if len(view) == len(MAGIC):
         raise BitstreamError("truncated: no version byte after the magic")
-    if view[len(MAGIC)] != VERSION:
+    if view[len(MAGIC)] not in VERSIONS:
         raise BitstreamError(
-            f"unsupported container version {view[len(MAGIC)]} (this reader knows {VERSION})"
+            f"unsupported container version {view[len(MAGIC)]} (this reader knows "
+            f"{', '.join(map(str, VERSIONS))})"
         )
 
     r = _Reader(view)
-    _, _, flags, n = r.read(_PREFIX, "header")
+    _, version, flags, n = r.read(_PREFIX, "header")
     model_id = bytes(r.take(n, "model id"))
     weights_hash, width, height, mode, rate_index = r.read(_IMAGE, "image header")
     lambda_k: tuple[int, ...] = ()
@@ -462,6 +476,7 @@ def _parse(view: memoryview) -> Payload:
         bias_indices=bytes(bias),
         strings=tuple(bytes(s) for s in strings),
         latent_shape=(z_h, z_w),
+        version=version,
     )
 
 
@@ -482,7 +497,7 @@ def describe(payload: Payload) -> dict[str, Any]:
     strings_bytes = sum(len(s) for s in payload.strings)
     total = header_size(payload) + strings_bytes
     return {
-        "version": VERSION,
+        "version": payload.version,
         "model_id": payload.model_id,
         "weights_hash": payload.weights_hash.hex(),
         "width": payload.width,

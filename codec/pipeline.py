@@ -227,7 +227,7 @@ def decode(data: bytes, device: str = "cpu", weights: str | None = None,
         b, lk, bias = _checked(p, device, weights, max_pixels)
     try:
         with torch.inference_mode():
-            x_hat = b.decompress([[s] for s in p.strings], p.latent_shape, p.rate_index, lk, bias)
+            x_hat = b.decompress([[s] for s in p.strings], p.latent_shape, p.rate_index, lk, bias, version=p.version)
     except BitstreamError:
         raise
     except (RuntimeError, ValueError, IndexError) as e:

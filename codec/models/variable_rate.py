@@ -243,7 +243,7 @@ class VariableRateHyperprior(CompressionModel):
             scale_table = get_scale_table()
         return super().update(scale_table=scale_table, force=force, update_quantiles=update_quantiles)
 
-    def entropy_parameters(self, z_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def entropy_parameters(self, z_hat: torch.Tensor, exact: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """(scale indexes, means) of y from ẑ as the encoder and every decoder take them, on the CPU.
 
         The indexes are the same on every machine (:mod:`codec.models.scale_index`):
@@ -251,11 +251,19 @@ class VariableRateHyperprior(CompressionModel):
         and a scale near a table edge is recomputed in float64. Whatever device
         holds the model, a CPU copy computes them, so a GPU's stream decodes on a CPU.
 
+        ``exact=False`` is the rule of version-1 containers: the whole h_s in
+        float32, indexes straight from its scales (the same only on the same
+        kind of CPU kernels).
+
         Returns:
             (indexes (B, M, h, w) int32, means_hat (B, M, h, w) float32)
         """
-        head, last = self._cpu_hyper_synthesis()
+        head, last, whole = self._cpu_hyper_synthesis()
         gc = self.gaussian_conditional
+        if not exact:
+            with torch.autocast("cpu", enabled=False), single_thread():
+                scales, means = whole(z_hat.detach().cpu().float()).chunk(2, 1)
+            return scale_indexes(gc, scales), means
         with torch.autocast("cpu", enabled=False), single_thread():
             x64 = head(z_hat.detach().cpu().double())
             x32 = x64.float()
@@ -271,14 +279,15 @@ class VariableRateHyperprior(CompressionModel):
                                exact)
         return indexes, means
 
-    def _cpu_hyper_synthesis(self) -> tuple[nn.Module, nn.Module]:
-        """h_s but its last layer in float64, and its last layer in float32, on the CPU (cached per weights)."""
+    def _cpu_hyper_synthesis(self) -> tuple[nn.Module, nn.Module, nn.Module]:
+        """CPU copies of h_s (cached per weights): all but its last layer in float64, the last
+        layer in float32, and the whole of it in float32 (the version-1 rule)."""
         key = tuple((p.data_ptr(), p._version, p.device, p.dtype) for p in self.h_s.parameters())
         if self._h_s_cpu is None or self._h_s_cpu[0] != key:
-            head = copy.deepcopy(self.h_s[:-1]).to("cpu", torch.float64).eval()
-            last = copy.deepcopy(self.h_s[-1]).to("cpu", torch.float32).eval()
-            self._h_s_cpu = (key, head, last)
-        return self._h_s_cpu[1], self._h_s_cpu[2]
+            whole = copy.deepcopy(self.h_s).to("cpu", torch.float32).eval()
+            head = copy.deepcopy(whole[:-1]).to(torch.float64)
+            self._h_s_cpu = (key, head, whole[-1], whole)
+        return self._h_s_cpu[1:]
 
     def _apply(self, fn, *args, **kwargs):
         self._h_s_cpu = None  # moved or cast: the CPU copy is stale
@@ -301,12 +310,15 @@ class VariableRateHyperprior(CompressionModel):
         return {"strings": [y_strings, z_strings], "shape": tuple(z.size()[-2:]), "y_hat": y_hat}
 
     @torch.no_grad()
-    def decompress_latents(self, strings, shape) -> torch.Tensor:
-        """Strings → ŷ_g on CPU float32 (the inverse of :meth:`compress_latents`)."""
+    def decompress_latents(self, strings, shape, exact_indexes: bool = True) -> torch.Tensor:
+        """Strings → ŷ_g on CPU float32 (the inverse of :meth:`compress_latents`).
+
+        ``exact_indexes=False`` decodes a version-1 container (see :meth:`entropy_parameters`).
+        """
         with stage("entropy_z"):
             z_hat = self.entropy_bottleneck.decompress(strings[1], shape)
         with stage("hyper_synthesis"):
-            indexes, means_hat = self.entropy_parameters(z_hat)
+            indexes, means_hat = self.entropy_parameters(z_hat, exact_indexes)
         with stage("entropy_y"):
             return decode_symbols(self.gaussian_conditional, strings[0], indexes, means_hat, z_hat.dtype)
 
@@ -318,9 +330,9 @@ class VariableRateHyperprior(CompressionModel):
 
     @torch.no_grad()
     def decompress(self, strings, shape, lmbda: torch.Tensor, lmbda_k: torch.Tensor | None = None,
-                   bias_indices: torch.Tensor | None = None) -> dict:
+                   bias_indices: torch.Tensor | None = None, exact_indexes: bool = True) -> dict:
         dev = next(self.parameters()).device
-        y_hat = self.decompress_latents(strings, shape).to(dev)
+        y_hat = self.decompress_latents(strings, shape, exact_indexes).to(dev)
         with stage("synthesis"):
             x_hat = self.reconstruct(y_hat, lmbda.to(dev), None if lmbda_k is None else lmbda_k.to(dev), bias_indices)
         return {"x_hat": x_hat}

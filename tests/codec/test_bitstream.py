@@ -20,6 +20,7 @@ from codec.bitstream import (
     MAGIC,
     MAX_STRINGS,
     VERSION,
+    VERSIONS,
     ImageMode,
     Payload,
     describe,
@@ -196,7 +197,7 @@ class TestPack:
                      lambda_k=(1, 2, 3, 0xFFFF), bias_indices=b"\x00\x07",
                      strings=(b"abc", b""), latent_shape=(4, 5))
         expected = (
-            b"MLIC" b"\x01" b"\x03" b"\x0a" b"metalic-vr"  # magic, version, flags, n, id
+            b"MLIC" b"\x02" b"\x03" b"\x0a" b"metalic-vr"  # magic, version, flags, n, id
             + HASH
             + b"\x01\x2c" b"\x00\xc8" b"\x02" b"\x12\x34"  # width, height, mode, rate
             + b"\x04" b"\x00\x01\x00\x02\x00\x03\xff\xff"  # K, lambda_k
@@ -304,11 +305,24 @@ class TestUnpackRejects:
     def test_magic_without_version(self):
         assert _reject(MAGIC) == "truncated: no version byte after the magic"
 
-    @pytest.mark.parametrize("version", [0, 2, 7, 255])
+    @pytest.mark.parametrize("version", [0, 3, 7, 255])
     def test_unsupported_version(self, version):
         assert _reject(_raw(version=version)) == (
-            f"unsupported container version {version} (this reader knows 1)"
+            f"unsupported container version {version} (this reader knows 1, 2)"
         )
+
+    def test_version_1_is_read_and_repacked_as_itself(self):
+        data = _raw(version=1)
+        p = unpack(data)
+        assert p.version == 1 and pack(p) == data and describe(p)["version"] == 1
+
+    def test_a_new_payload_is_the_current_version(self):
+        assert VERSION == 2 and _payload().version == 2 and pack(_payload())[4] == 2
+
+    @pytest.mark.parametrize("version", [0, 3, True, 2.0, "2"])
+    def test_a_payload_of_another_version_is_refused(self, version):
+        with pytest.raises(BitstreamError, match="container version"):
+            _payload(version=version)
 
     def test_bit_flip_is_a_checksum_mismatch(self):
         data = bytearray(pack(_payload()))
@@ -420,7 +434,7 @@ class TestDescribe:
         p = _payload()
         info = describe(p)
         assert info == {
-            "version": 1,
+            "version": 2,
             "model_id": "metalic-vr",
             "weights_hash": "0123456789abcdef",
             "width": 600,
@@ -521,7 +535,7 @@ class TestFuzz:
             if rng.random() < 0.5:
                 data[rng.randrange(4)] ^= 1 << rng.randrange(8)
             else:
-                data[4] = rng.choice([v for v in range(256) if v != VERSION])
+                data[4] = rng.choice([v for v in range(256) if v not in VERSIONS])
             cases.append(("magic/version", recrc(data)))
         for _ in range(200):  # garbage, bare and behind a valid prefix with a valid checksum
             garbage = rng.randbytes(rng.randint(0, 300))

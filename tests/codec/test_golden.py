@@ -6,10 +6,11 @@ last bit depends on the CPU's kernels (AVX2, AVX-512, AMX): the same stream
 decodes on two machines to pixels (recorded: AMX and AVX2-only) that may differ by one level where a value
 sits on a rounding boundary. So the pixels are checked against the committed
 reference image to within one level in under 1% of them, which a wrong entropy
-decode, other weights or another synthesis can never meet. The streams were
-encoded on an AMX machine; before y's scale indexes were made the same on
-every CPU (codec.models.scale_index), the gray one failed to decode on an
-AVX2-only machine, so these files also pin that a stream crosses machines. After a deliberate one, rewrite the streams
+decode, other weights or another synthesis can never meet. The streams are
+container version 2, encoded on an AVX2-only AMD EPYC (y's scale indexes are
+the same on every CPU: codec.models.scale_index); ``v1/`` holds a version-1
+stream made on an AMX machine by the encoder before that change, which must
+still decode by the version-1 rule. After a deliberate one, rewrite the streams
 with ``python scripts/make_golden.py`` and commit them with the change.
 """
 
@@ -62,3 +63,25 @@ class TestGoldenStreams:
             return  # the pixels of a machine kind already seen (one hash per kind of CPU kernels)
         diff = np.abs(np.asarray(image, np.int16) - np.asarray(reference, np.int16))
         assert diff.max() <= 1 and (diff > 0).mean() < 0.01, f"the decoder's output changed; {REGENERATE}"
+
+
+V1_DIR = GOLDEN_DIR / "v1"
+V1_RECORD = json.loads((V1_DIR / "golden.json").read_text())
+
+
+class TestVersion1Streams:
+    @pytest.mark.parametrize("name", sorted(V1_RECORD["streams"]))
+    def test_decodes_by_the_version_1_rule_to_its_recorded_pixels(self, name):
+        from codec.pipeline import decode
+
+        entry = V1_RECORD["streams"][name]
+        data = (V1_DIR / entry["file"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == entry["stream_sha256"]
+        assert bitstream.unpack(data).version == 1
+        with torch_threads():
+            image = decode(data, device="cpu").image
+        if decoded_sha256(image) in entry["decoded_sha256"]:
+            return
+        reference = np.asarray(Image.open(V1_DIR / entry["reference"]), np.int16)
+        diff = np.abs(np.asarray(image, np.int16) - reference)
+        assert diff.max() <= 1 and (diff > 0).mean() < 0.01, "a version-1 stream no longer decodes as it did"
