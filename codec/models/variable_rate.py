@@ -269,14 +269,15 @@ class VariableRateHyperprior(CompressionModel):
             x32 = x64.float()
             scales, means = last(x32).chunk(2, 1)
             indexes = scale_indexes(gc, scales)
-            if hasattr(last, "gate"):  # a gated last layer computes only its active inputs
-                x64 = x64 * (last.gate(x32) > 0)[:, :, None, None]
 
-            def exact(near):
-                return scale_index.recompute(x64, last, torch.cat([near, torch.zeros_like(near)], 1))
+            def recomputed(near):
+                x = x64
+                if hasattr(last, "gate"):  # a gated last layer computes only its active inputs
+                    x = x64 * (last.gate(x32) > 0)[:, :, None, None]
+                return scale_index.recompute(x, last, torch.cat([near, torch.zeros_like(near)], 1))
 
             scale_index.settle(indexes, scales, gc.scale_table[:-1].contiguous(), float(gc.lower_bound_scale.bound),
-                               exact)
+                               recomputed)
         return indexes, means
 
     def _cpu_hyper_synthesis(self) -> tuple[nn.Module, nn.Module, nn.Module]:
@@ -288,10 +289,6 @@ class VariableRateHyperprior(CompressionModel):
             head = copy.deepcopy(whole[:-1]).to(torch.float64)
             self._h_s_cpu = (key, head, whole[-1], whole)
         return self._h_s_cpu[1:]
-
-    def _apply(self, fn, *args, **kwargs):
-        self._h_s_cpu = None  # moved or cast: the CPU copy is stale
-        return super()._apply(fn, *args, **kwargs)
 
     @torch.no_grad()
     def compress_latents(self, y_g: torch.Tensor, z: torch.Tensor) -> dict:
