@@ -258,9 +258,14 @@ def conv_throughput(layers: Sequence[Mapping[str, Any]], runs: int = 5, threads:
     """This machine's achieved FLOP/s on exactly the counted layers, each run alone on a tensor of its shape.
 
     Median of ``runs`` timings per layer (after a warm-up) with ``threads``
-    intra-op threads (None: torch's current count); the layers' times add up
-    to the floor: what the arithmetic alone costs at that throughput.
+    intra-op threads (None: torch's current count), in the faster of the two
+    memory layouts (torch's default and channels_last, which the decoder runs
+    and oneDNN's transposed convolutions prefer), so the floor is the
+    arithmetic at this machine's best rate, not at a slow layout's; the
+    layers' times add up to the floor.
     """
+    import copy
+
     import torch
 
     previous = torch.get_num_threads()
@@ -271,7 +276,10 @@ def conv_throughput(layers: Sequence[Mapping[str, Any]], runs: int = 5, threads:
         with torch.inference_mode():
             for layer in layers:
                 x = torch.rand(layer["shape"])
-                seconds += median_time(lambda: layer["module"](x), runs)[0]
+                module_cl = copy.deepcopy(layer["module"]).to(memory_format=torch.channels_last)
+                x_cl = x.contiguous(memory_format=torch.channels_last)
+                seconds += min(median_time(lambda: layer["module"](x), runs)[0],
+                               median_time(lambda: module_cl(x_cl), runs)[0])
         flops = sum(layer["flops"] for layer in layers)
         return {"threads": torch.get_num_threads(), "seconds": seconds, "flops_per_s": flops / seconds}
     finally:

@@ -98,7 +98,8 @@ class Backend(Protocol):
 
     def decompress(self, strings, shape, rate_index: int, lambda_k=None, bias=None,
                    version: int = bitstream.VERSION) -> torch.Tensor:
-        """x̂ of a stream's strings; ``version`` is the container's (the rule for y's scale indexes)."""
+        """x̂ of a stream's strings; ``version`` is the container's (the rule for y's scale indexes
+        and for the synthesis' last bits, :data:`codec.bitstream.VERSIONS`)."""
         ...
 
 
@@ -196,7 +197,7 @@ class VariableRateBackend(_OneNetwork):
 
     def decompress(self, strings, shape, rate_index: int, lambda_k=None, bias=None, version: int = bitstream.VERSION):
         return self.net.decompress(strings, shape, self._lmbda(rate_index), lambda_k, bias,
-                                   exact_indexes=version >= 2)["x_hat"]
+                                   exact_indexes=version >= 2, legacy_synthesis=version < 3)["x_hat"]
 
 
 class ZooBackend:

@@ -5,8 +5,8 @@ and the client-side ``info`` can all parse a stream without a model
 (as TFC ``util/packed_tensors.py``, with CompressAI ``examples/codec.py``
 ``get_header`` for the bit-level docs).
 
-Layout, version 2 (version 1 has the same layout; only how its y scale
-indexes are computed differs, see :data:`VERSIONS`). All integers are unsigned big endian. ``n`` is the model id
+Layout, version 3 (versions 1 and 2 have the same layout; only the decoder's
+rules differ, see :data:`VERSIONS`). All integers are unsigned big endian. ``n`` is the model id
 length, ``K`` the λ_k count, ``P`` the bias count, ``S`` the number of strings
 and ``L_i`` the length of string ``i``. Sections marked *flag* are present only
 when their flag bit is set, so each payload has exactly one encoding::
@@ -14,7 +14,7 @@ when their flag bit is set, so each payload has exactly one encoding::
     Size    Field              Type  Rule
     ------  -----------------  ----  ---------------------------------------------
     4       magic              -     b"MLIC"
-    1       version            u8    2 (1 is still read)
+    1       version            u8    3 (1 and 2 are still read)
     1       flags              u8    bit0: λ_k present; bit1: bias indices present;
                                      bits 2-7 zero
     1       n                  u8    1..64
@@ -86,15 +86,17 @@ __all__ = [
 MAGIC = b"MLIC"
 """Bytes. The first four bytes of every metalic container."""
 
-VERSION = 2
+VERSION = 3
 """Container format version written by :func:`pack` for a new stream."""
 
-VERSIONS = (1, 2)
-"""The versions :func:`unpack` reads. Both have one layout; they differ in the rule the decoder
-uses for y's scale indexes. Version 1: from the float32 hyper-synthesis, which gives other
+VERSIONS = (1, 2, 3)
+"""The versions :func:`unpack` reads. All have one layout; they differ in rules the decoder
+follows. Version 1: y's scale indexes from the float32 hyper-synthesis, which gives other
 indexes on other CPU kernels, so a stream may decode only on the kind of machine that made it.
-Version 2: the same on every machine (:mod:`codec.models.scale_index`). A version-1 stream is
-decoded by the version-1 rule, so what it decoded to before it still decodes to."""
+Version 2: those indexes the same on every machine (:mod:`codec.models.scale_index`).
+Version 3: as 2, and the synthesis' inverse GDNs and last layer in their faster forms
+(:mod:`codec.layers.synthesis`), which may move a decoded value's last bit. A stream is
+decoded by its own version's rules, so what it decoded to before it still decodes to."""
 
 MAX_STRINGS = 8
 """Count. Most entropy-coded strings a container may hold (for example y and z)."""

@@ -28,36 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..layers.gain import lambda_to_unit
-
-# output phase (row or column parity) → kernel tap used at input offset -1, 0, +1
-# of a stride-2, kernel-5, padding-2, output-padding-1 transposed convolution
-_PHASE_TAPS = {0: (4, 2, 0), 1: (None, 3, 1)}
-
-
-def subpixel_weight(weight: torch.Tensor) -> torch.Tensor:
-    """3x3 convolution weights that, pixel-shuffled by 2, give the transposed convolution of ``weight``.
-
-    Args:
-        weight: Tensor (C_in, C_out, 5, 5). A ``ConvTranspose2d(k=5, s=2, p=2, output_padding=1)``'s weight.
-
-    Returns:
-        Tensor (4·C_out, C_in, 3, 3), output channels ordered as ``F.pixel_shuffle`` reads them.
-    """
-    cin, cout = weight.shape[:2]
-    g = weight.new_zeros(cout, 2, 2, cin, 3, 3)
-    for a, rows in _PHASE_TAPS.items():
-        for b, cols in _PHASE_TAPS.items():
-            for ti, ki in enumerate(rows):
-                for tj, kj in enumerate(cols):
-                    if ki is not None and kj is not None:
-                        g[:, a, b, :, ti, tj] = weight[:, :, ki, kj].t()
-    return g.reshape(cout * 4, cin, 3, 3)
-
-
-def _is_deconv5(m: nn.Module) -> bool:
-    return (isinstance(m, nn.ConvTranspose2d) and m.kernel_size == (5, 5) and m.stride == (2, 2)
-            and m.padding == (2, 2) and m.output_padding == (1, 1) and m.dilation == (1, 1) and m.groups == 1)
-
+from ..layers.synthesis import is_deconv5, subpixel_weight
 
 class _InverseGDN(torch.autograd.Function):
     """y = x·√(β + γ x²), with a hand-written backward.
@@ -175,7 +146,7 @@ def foldable(net) -> bool:
     from ..models.variable_rate import VariableRateHyperprior
 
     return (isinstance(net, VariableRateHyperprior) and type(net).synthesize is VariableRateHyperprior.synthesize
-            and all(type(m) is nn.ConvTranspose2d and _is_deconv5(m) for m in net.g_s_convs)
+            and all(is_deconv5(m) for m in net.g_s_convs)
             and all(type(m) is GDN and m.inverse for m in net.g_s_igdn))
 
 

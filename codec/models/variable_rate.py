@@ -16,6 +16,7 @@ from .. import tiling
 from . import scale_index
 from ..determinism import exact_on, single_thread
 from ..layers import BiasBank, ChannelModulation, GainModulator
+from ..layers.synthesis import inverse_gdn, is_deconv5, subpixel_deconv
 from ..rans import BoundedRansCoder
 from ..registry import register_model
 from ..timing import stage
@@ -141,6 +142,10 @@ class VariableRateHyperprior(CompressionModel):
                    bias_indices: torch.Tensor | None = None) -> torch.Tensor:
         """The decoder: ŷ_g / gain(λ) → 4 modulated blocks → x̂ (not clamped).
 
+        The plain layers, so forward hooks on them see every call (the bias
+        search and the bias-bank training hook the convolutions); the exact
+        decode is :meth:`reconstruct`.
+
         Args:
             y_hat_g: Tensor (B, M, h, w). Quantized scaled latent.
             lmbda: Tensor (B,). λ (sets the inverse gain).
@@ -153,20 +158,28 @@ class VariableRateHyperprior(CompressionModel):
                 return self.bias_bank.offset(k, bias_indices.to(y_hat_g.device), hw)
         return self._blocks(y_hat_g, lmbda, lmbda_k, offset)
 
-    def _blocks(self, y_hat_g: torch.Tensor, lmbda: torch.Tensor, lmbda_k: torch.Tensor | None, offset) -> torch.Tensor:
-        """:meth:`synthesize` with the bias offsets as ``offset(block, out_hw)`` (or None)."""
+    def _blocks(self, y_hat_g: torch.Tensor, lmbda: torch.Tensor, lmbda_k: torch.Tensor | None, offset,
+                fast: bool = False) -> torch.Tensor:
+        """:meth:`synthesize` with the bias offsets as ``offset(block, out_hw)`` (or None).
+
+        ``fast`` runs the inverse GDNs and a plain last layer in their faster
+        forms (:mod:`codec.layers.synthesis`, the decode rule of container
+        version 3), which no module hook sees.
+        """
         if lmbda_k is None:
             lmbda_k = lmbda[:, None].expand(-1, NUM_DECODER_BLOCKS)
         h = y_hat_g / self.gain(lmbda).to(y_hat_g.device)
         dtype = next(self.g_s_convs.parameters()).dtype
         h = h.to(dtype)
+        last = NUM_DECODER_BLOCKS - 1
         for k in range(NUM_DECODER_BLOCKS):
             h = self.modulations[k](h, lmbda_k[:, k])
-            h = self.g_s_convs[k](h)
+            conv = self.g_s_convs[k]
+            h = subpixel_deconv(conv, h) if fast and k == last and is_deconv5(conv) else conv(h)
             if offset is not None:
                 h = h + offset(k, h.shape[-2:]).to(h.dtype)
-            if k < NUM_DECODER_BLOCKS - 1:
-                h = self.g_s_igdn[k](h)
+            if k < last:
+                h = inverse_gdn(self.g_s_igdn[k], h) if fast else self.g_s_igdn[k](h)
         return h
 
     reconstruct_in_strips = True
@@ -174,8 +187,12 @@ class VariableRateHyperprior(CompressionModel):
     translation-equivariant, so the stitched strips are the whole image's synthesis)."""
 
     def reconstruct(self, y_hat_g: torch.Tensor, lmbda: torch.Tensor, lmbda_k: torch.Tensor | None = None,
-                    bias_indices: torch.Tensor | None = None) -> torch.Tensor:
+                    bias_indices: torch.Tensor | None = None, legacy_synthesis: bool = False) -> torch.Tensor:
         """x̂ in [0, 1] as every decoder computes it: the encoder's measurement and the decode both call this.
+
+        The inverse GDNs and the last layer run in their faster forms; with
+        ``legacy_synthesis`` in the plain layers, as a container older than
+        version 3 was measured (see :meth:`_blocks`).
 
         :meth:`synthesize` in channels_last (oneDNN's transposed convolutions
         run 2-3x faster so, same bits on these shapes: tests/codec/test_tiling.py)
@@ -199,7 +216,7 @@ class VariableRateHyperprior(CompressionModel):
                     f = 1 << (k + 1)
                     return full[k][..., s.rows_in.start * f:s.rows_in.stop * f, s.cols_in.start * f:s.cols_in.stop * f]
             y = y_hat_g[..., s.rows_in, s.cols_in].contiguous(memory_format=torch.channels_last)
-            return self._blocks(y, lmbda, lmbda_k, offset)
+            return self._blocks(y, lmbda, lmbda_k, offset, fast=not legacy_synthesis)
 
         with exact_on(dev):
             return tiling.run(one, strips, scale=16, workers=workers).float().clamp_(0, 1)
@@ -327,11 +344,13 @@ class VariableRateHyperprior(CompressionModel):
 
     @torch.no_grad()
     def decompress(self, strings, shape, lmbda: torch.Tensor, lmbda_k: torch.Tensor | None = None,
-                   bias_indices: torch.Tensor | None = None, exact_indexes: bool = True) -> dict:
+                   bias_indices: torch.Tensor | None = None, exact_indexes: bool = True,
+                   legacy_synthesis: bool = False) -> dict:
         dev = next(self.parameters()).device
         y_hat = self.decompress_latents(strings, shape, exact_indexes).to(dev)
         with stage("synthesis"):
-            x_hat = self.reconstruct(y_hat, lmbda.to(dev), None if lmbda_k is None else lmbda_k.to(dev), bias_indices)
+            x_hat = self.reconstruct(y_hat, lmbda.to(dev), None if lmbda_k is None else lmbda_k.to(dev), bias_indices,
+                                     legacy_synthesis)
         return {"x_hat": x_hat}
 
 

@@ -88,7 +88,7 @@ class TestBackendContract:
             coded = backend.compress_latents(latents, lo)
             decoded = backend.decompress(coded["strings"], coded["shape"], lo)
             if coded["y_hat"] is not None:
-                assert torch.equal(backend.synthesize(coded["y_hat"], lo).clamp(0, 1), decoded)
+                assert torch.equal(backend.reconstruct(coded["y_hat"], lo).clamp(0, 1), decoded)
         assert decoded.shape == x.shape
         assert float(decoded.min()) >= 0.0 and float(decoded.max()) <= 1.0
 

@@ -197,7 +197,7 @@ class TestPack:
                      lambda_k=(1, 2, 3, 0xFFFF), bias_indices=b"\x00\x07",
                      strings=(b"abc", b""), latent_shape=(4, 5))
         expected = (
-            b"MLIC" b"\x02" b"\x03" b"\x0a" b"metalic-vr"  # magic, version, flags, n, id
+            b"MLIC" b"\x03" b"\x03" b"\x0a" b"metalic-vr"  # magic, version, flags, n, id
             + HASH
             + b"\x01\x2c" b"\x00\xc8" b"\x02" b"\x12\x34"  # width, height, mode, rate
             + b"\x04" b"\x00\x01\x00\x02\x00\x03\xff\xff"  # K, lambda_k
@@ -305,21 +305,22 @@ class TestUnpackRejects:
     def test_magic_without_version(self):
         assert _reject(MAGIC) == "truncated: no version byte after the magic"
 
-    @pytest.mark.parametrize("version", [0, 3, 7, 255])
+    @pytest.mark.parametrize("version", [0, 4, 7, 255])
     def test_unsupported_version(self, version):
         assert _reject(_raw(version=version)) == (
-            f"unsupported container version {version} (this reader knows 1, 2)"
+            f"unsupported container version {version} (this reader knows 1, 2, 3)"
         )
 
-    def test_version_1_is_read_and_repacked_as_itself(self):
-        data = _raw(version=1)
+    @pytest.mark.parametrize("version", [1, 2])
+    def test_an_older_version_is_read_and_repacked_as_itself(self, version):
+        data = _raw(version=version)
         p = unpack(data)
-        assert p.version == 1 and pack(p) == data and describe(p)["version"] == 1
+        assert p.version == version and pack(p) == data and describe(p)["version"] == version
 
     def test_a_new_payload_is_the_current_version(self):
-        assert VERSION == 2 and _payload().version == 2 and pack(_payload())[4] == 2
+        assert VERSION == 3 and _payload().version == 3 and pack(_payload())[4] == 3
 
-    @pytest.mark.parametrize("version", [0, 3, True, 2.0, "2"])
+    @pytest.mark.parametrize("version", [0, 4, True, 3.0, "3"])
     def test_a_payload_of_another_version_is_refused(self, version):
         with pytest.raises(BitstreamError, match="container version"):
             _payload(version=version)
@@ -434,7 +435,7 @@ class TestDescribe:
         p = _payload()
         info = describe(p)
         assert info == {
-            "version": 2,
+            "version": 3,
             "model_id": "metalic-vr",
             "weights_hash": "0123456789abcdef",
             "width": 600,

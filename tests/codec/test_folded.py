@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from codec.adapt.folded import FoldedSynthesis, foldable, folded_view, subpixel_weight
+from codec.adapt.folded import FoldedSynthesis, foldable, folded_view
 from codec.adapt.refine import refine_latents
 from codec.backends import VariableRateBackend
 from tests.support.models import small_net
@@ -17,14 +17,6 @@ def backend() -> VariableRateBackend:
     for p in net.parameters():
         p.requires_grad_(False)
     return VariableRateBackend(net)
-
-
-def test_the_subpixel_weights_give_the_transposed_convolution():
-    torch.manual_seed(0)
-    w, x = torch.randn(5, 3, 5, 5), torch.randn(1, 5, 7, 9)
-    want = F.conv_transpose2d(x, w, stride=2, padding=2, output_padding=1)
-    got = F.pixel_shuffle(F.conv2d(x, subpixel_weight(w), padding=1), 2)
-    assert got.shape == want.shape and torch.allclose(got, want, atol=1e-5)
 
 
 @pytest.mark.parametrize("shape", [(4, 4), (3, 5)])

@@ -188,8 +188,8 @@ class StreamForge:
                 strings = [coded["strings"][0][0], coded["strings"][1][0]]
 
                 def decode_reference():
-                    return self.backend.synthesize(coded["y_hat"], rate_index, _lambda_k(lambda_k),
-                                                   _bias(bias, width, height))
+                    return self.backend.reconstruct(coded["y_hat"], rate_index, _lambda_k(lambda_k),
+                                                    _bias(bias, width, height))
             kind = "canonical"
             if rng.random() < 0.5:
                 strings, kind = self._mutate(rng, strings)
