@@ -93,6 +93,28 @@ def _pool(workers: int) -> ThreadPoolExecutor:
         return _POOLS[workers]
 
 
+def run_all(fns: list[Callable[[], torch.Tensor]], workers: int = 1) -> list[torch.Tensor]:
+    """Each of ``fns`` called once, up to ``workers`` at a time on pool threads; their results in order.
+
+    Each call gets one intra-op thread and the caller's grad mode, so a result
+    is the same bits whatever ``workers`` is. Call it with one intra-op thread
+    (:func:`codec.determinism.single_thread`): with ``workers`` 1 the calls
+    run on the caller's thread.
+    """
+    grad = torch.is_grad_enabled()
+    inference = torch.is_inference_mode_enabled()
+
+    def one(fn: Callable[[], torch.Tensor]) -> torch.Tensor:
+        # thread-local settings: a pool thread has its own intra-op count and grad mode
+        torch.set_num_threads(1)
+        with torch.inference_mode(inference), torch.set_grad_enabled(grad):
+            return fn()
+
+    if workers > 1 and len(fns) > 1:
+        return list(_pool(min(workers, len(fns))).map(one, fns))
+    return [fn() for fn in fns]
+
+
 def run(fn: Callable[[Strip], torch.Tensor], strips: list[Strip], scale: int, workers: int = 1) -> torch.Tensor:
     """``fn`` of every strip, the owned parts stitched into one (B, C, h*scale, w*scale) tensor.
 
@@ -102,19 +124,7 @@ def run(fn: Callable[[Strip], torch.Tensor], strips: list[Strip], scale: int, wo
     with one intra-op thread (:func:`codec.determinism.single_thread`): the
     strips run on the caller's thread when ``workers`` is 1.
     """
-    grad = torch.is_grad_enabled()
-    inference = torch.is_inference_mode_enabled()
-
-    def one(strip: Strip) -> torch.Tensor:
-        # thread-local settings: a pool thread has its own intra-op count and grad mode
-        torch.set_num_threads(1)
-        with torch.inference_mode(inference), torch.set_grad_enabled(grad):
-            return fn(strip)
-
-    if workers > 1 and len(strips) > 1:
-        outs = list(_pool(min(workers, len(strips))).map(one, strips))
-    else:
-        outs = [fn(s) for s in strips]
+    outs = run_all([lambda s=s: fn(s) for s in strips], workers)
     if len(strips) == 1:
         return outs[0]
     first = outs[0]

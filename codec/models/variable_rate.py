@@ -4,6 +4,7 @@ modulation and decoder bias hooks."""
 import copy
 
 import torch
+import torch.nn.functional as F
 from compressai.entropy_models import EntropyBottleneck, GaussianConditional
 from compressai.layers import GDN
 from compressai.models import CompressionModel
@@ -40,6 +41,28 @@ def scale_indexes(gc: GaussianConditional, scales: torch.Tensor) -> torch.Tensor
     """
     table = gc.scale_table[:-1].contiguous()
     return torch.searchsorted(table, gc.lower_bound_scale(scales).contiguous()).int()
+
+
+def _output_parts(layer: nn.Module, x: torch.Tensor, workers: int) -> list[torch.Tensor]:
+    """A plain convolution's output in two halves of its channels, computed side by side on ``workers`` threads.
+
+    Each half is one single-threaded call whatever ``workers`` is, so the
+    bits never depend on the thread count (the halves equal the whole
+    layer's output on every CPU measured). A gated layer decides from its whole
+    input and stays whole (one part when it has no halves).
+    """
+    if type(layer) not in (nn.Conv2d, nn.ConvTranspose2d) or layer.out_channels % 2:
+        return list(layer(x).chunk(2, 1))
+    half = layer.out_channels // 2
+    if type(layer) is nn.Conv2d:
+        def part(k):
+            return F.conv2d(x, layer.weight[half * k:half * (k + 1)], layer.bias[half * k:half * (k + 1)],
+                            layer.stride, layer.padding, layer.dilation, layer.groups)
+    else:
+        def part(k):
+            return F.conv_transpose2d(x, layer.weight[:, half * k:half * (k + 1)], layer.bias[half * k:half * (k + 1)],
+                                      layer.stride, layer.padding, layer.output_padding, layer.groups, layer.dilation)
+    return tiling.run_all([lambda: part(0), lambda: part(1)], workers)
 
 
 def decode_symbols(gc: GaussianConditional, strings: list[bytes], indexes: torch.Tensor, means: torch.Tensor,
@@ -281,10 +304,13 @@ class VariableRateHyperprior(CompressionModel):
             with torch.autocast("cpu", enabled=False), single_thread():
                 scales, means = whole(z_hat.detach().cpu().float()).chunk(2, 1)
             return scale_indexes(gc, scales), means
+        workers = torch.get_num_threads()
         with torch.autocast("cpu", enabled=False), single_thread():
-            x64 = head(z_hat.detach().cpu().double())
+            x64 = head[:-2](z_hat.detach().cpu().double())
+            x64 = torch.cat(_output_parts(head[-2], x64, workers), 1)
+            x64 = head[-1](x64)
             x32 = x64.float()
-            scales, means = last(x32).chunk(2, 1)
+            scales, means = _output_parts(last, x32, workers)
             indexes = scale_indexes(gc, scales)
 
             def recomputed(near):

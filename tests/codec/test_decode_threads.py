@@ -67,3 +67,21 @@ def test_the_synthesis_is_layout_independent():
         a = net.synthesize(y.round(), lam)
         b = net.synthesize(y.round().contiguous(memory_format=torch.channels_last), lam)
     assert torch.equal(a, b.contiguous())
+
+
+def test_the_entropy_parameters_are_the_same_bits_on_one_two_and_three_threads():
+    # the hyper-synthesis' last two layers run in halves of their output channels, side by side
+    from codec.weights import load_model
+
+    net = load_model("metalic-vr").backend.net
+    g = torch.Generator().manual_seed(7)
+    z_hat = (torch.randn(1, net.N, 8, 12, generator=g) * 2).round()
+    outs = []
+    for n in (1, 2, 3):
+        with torch.inference_mode(), torch_threads(n):
+            outs.append(net.entropy_parameters(z_hat))
+    for indexes, means in outs[1:]:
+        assert torch.equal(indexes, outs[0][0]) and torch.equal(means, outs[0][1])
+    head, last, _ = net._cpu_hyper_synthesis()
+    with torch.inference_mode(), torch_threads(1):  # the halves are the whole layers' output
+        assert torch.equal(outs[0][1], last(head(z_hat.double()).float()).chunk(2, 1)[1])
