@@ -54,7 +54,8 @@ def near_edges(scales: torch.Tensor, edges: torch.Tensor, margin: float = INDEX_
 
 
 def settle(indexes: torch.Tensor, scales: torch.Tensor, edges: torch.Tensor, floor: float,
-           exact: Callable[[torch.Tensor], torch.Tensor], margin: float = INDEX_MARGIN) -> torch.Tensor:
+           exact: Callable[[torch.Tensor], torch.Tensor], margin: float = INDEX_MARGIN,
+           near: torch.Tensor | None = None) -> torch.Tensor:
     """``indexes`` (of the float32 ``scales`` in ``edges``) with every scale near an edge re-indexed from ``exact``.
 
     Args:
@@ -63,8 +64,9 @@ def settle(indexes: torch.Tensor, scales: torch.Tensor, edges: torch.Tensor, flo
         edges: Tensor (L,) float32, ascending: the scale table without its last entry.
         floor: float. The scales' lower bound (a scale below it takes index 0).
         exact: callable, bool mask -> float64 values of the masked scales, in ``mask.nonzero()`` order.
+        near: Tensor bool or None. ``near_edges(scales, edges, margin)`` when the caller has it already.
     """
-    near = near_edges(scales, edges, margin)
+    near = near_edges(scales, edges, margin) if near is None else near
     if bool(near.any()):
         indexes[near] = torch.searchsorted(edges.double(), exact(near).clamp_min(floor)).int()
     return indexes

@@ -43,16 +43,16 @@ def scale_indexes(gc: GaussianConditional, scales: torch.Tensor) -> torch.Tensor
     return torch.searchsorted(table, gc.lower_bound_scale(scales).contiguous()).int()
 
 
-def _output_parts(layer: nn.Module, x: torch.Tensor, workers: int) -> list[torch.Tensor]:
-    """A plain convolution's output in two halves of its channels, computed side by side on ``workers`` threads.
+def _output_halves(layer: nn.Module, x: torch.Tensor) -> list | None:
+    """A plain convolution of ``x`` as two calls, one per half of its output channels (None for any other layer).
 
-    Each half is one single-threaded call whatever ``workers`` is, so the
-    bits never depend on the thread count (the halves equal the whole
-    layer's output on every CPU measured). A gated layer decides from its whole
-    input and stays whole (one part when it has no halves).
+    Each half is one call on whatever thread runs it (single-threaded in
+    :func:`codec.tiling.run_all`), so the bits never depend on the thread
+    count (the halves equal the whole layer's output on every CPU measured).
+    A gated layer decides from its whole input: it has no halves.
     """
     if type(layer) not in (nn.Conv2d, nn.ConvTranspose2d) or layer.out_channels % 2:
-        return list(layer(x).chunk(2, 1))
+        return None
     half = layer.out_channels // 2
     if type(layer) is nn.Conv2d:
         def part(k):
@@ -62,7 +62,7 @@ def _output_parts(layer: nn.Module, x: torch.Tensor, workers: int) -> list[torch
         def part(k):
             return F.conv_transpose2d(x, layer.weight[:, half * k:half * (k + 1)], layer.bias[half * k:half * (k + 1)],
                                       layer.stride, layer.padding, layer.output_padding, layer.groups, layer.dilation)
-    return tiling.run_all([lambda: part(0), lambda: part(1)], workers)
+    return [lambda: part(0), lambda: part(1)]
 
 
 def decode_symbols(gc: GaussianConditional, strings: list[bytes], indexes: torch.Tensor, means: torch.Tensor,
@@ -304,14 +304,23 @@ class VariableRateHyperprior(CompressionModel):
             with torch.autocast("cpu", enabled=False), single_thread():
                 scales, means = whole(z_hat.detach().cpu().float()).chunk(2, 1)
             return scale_indexes(gc, scales), means
-        workers = torch.get_num_threads()
+        # the last two layers in halves of their output channels, side by side on two threads
+        workers, edges = torch.get_num_threads(), gc.scale_table[:-1].contiguous()
         with torch.autocast("cpu", enabled=False), single_thread():
             x64 = head[:-2](z_hat.detach().cpu().double())
-            x64 = torch.cat(_output_parts(head[-2], x64, workers), 1)
-            x64 = head[-1](x64)
+            halves = _output_halves(head[-2], x64)
+            x64 = head[-1](torch.cat(tiling.run_all(halves, workers), 1) if halves else head[-2](x64))
             x32 = x64.float()
-            scales, means = _output_parts(last, x32, workers)
-            indexes = scale_indexes(gc, scales)
+
+            def indexed(scales):
+                return scales, scale_indexes(gc, scales), scale_index.near_edges(scales, edges)
+
+            halves = _output_halves(last, x32)
+            if halves:  # the scales' indexes are searched while the means are computed
+                (scales, indexes, near), means = tiling.run_all([lambda: indexed(halves[0]()), halves[1]], workers)
+            else:
+                scales, means = last(x32).chunk(2, 1)
+                scales, indexes, near = indexed(scales)
 
             def recomputed(near):
                 x = x64
@@ -319,8 +328,7 @@ class VariableRateHyperprior(CompressionModel):
                     x = x64 * (last.gate(x32) > 0)[:, :, None, None]
                 return scale_index.recompute(x, last, torch.cat([near, torch.zeros_like(near)], 1))
 
-            scale_index.settle(indexes, scales, gc.scale_table[:-1].contiguous(), float(gc.lower_bound_scale.bound),
-                               recomputed)
+            scale_index.settle(indexes, scales, edges, float(gc.lower_bound_scale.bound), recomputed, near=near)
         return indexes, means
 
     def _cpu_hyper_synthesis(self) -> tuple[nn.Module, nn.Module, nn.Module]:
