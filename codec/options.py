@@ -33,7 +33,7 @@ PRESETS = {
     "fast": {"refine": False, "adapt_lambda": False, "bias_search": False, "rate_control": True,
              "refine_steps": 0, "lambda_steps": 0},
     "balanced": {"refine": True, "adapt_lambda": True, "bias_search": False, "rate_control": True,
-                 "refine_steps": 90, "lambda_steps": 5},
+                 "refine_steps": 72, "lambda_steps": 5},
     "max": {"refine": True, "adapt_lambda": True, "bias_search": True, "rate_control": True,
             "refine_steps": 400, "lambda_steps": 20},
 }
@@ -53,7 +53,7 @@ class EncodeOptions:
     adapt_lambda: bool = True
     bias_search: bool = False
     rate_control: bool = True
-    refine_steps: int = 90
+    refine_steps: int = 72
     lambda_steps: int = 5
     rounding: str = "sga"
     model: str = DEFAULT_MODEL

@@ -25,11 +25,13 @@ under bf16 autocast too (0.06 s against 0.15 s in float32); the coded file,
 which decides, is measured by the exact float32 synthesis. On that copy
 the synthesis at the refinement's one λ is folded (:mod:`codec.adapt.folded`:
 modulations inside the convolutions, a sub-pixel last layer, a written-out
-inverse-GDN backward), and the hyper-latent is held for the second half of
-the steps (:data:`Z_HOLD`), so half the steps skip the hyper-synthesis. Fewer steps do
-not pay: 60 or 64 steps instead of 90 lost 2.7-3.6 points of RD cost on
-kodim23, and a larger step, a lower SGA temperature or a shorter hold lost
-more (``bench encode-ab`` times a preset against an older revision).
+inverse-GDN backward), and the hyper-latent is held (:data:`Z_HOLD`: from the
+start on the 64/192 default), so the steps skip the hyper-synthesis. Fewer steps
+cost RD: on the session-2 model 60 or 64 steps instead of 90 lost 2.7-3.6 points of
+RD cost on kodim23, and on the 64/192 default 60 steps lost 1-3 % of rate on
+kodim01 and kodim05; ``balanced`` runs 72, which with the held hyper-latent still
+beats the old 90-step encoder's RD (``bench encode-ab`` times a preset against an
+older revision; docs/BENCHMARKS.md, session 10).
 """
 
 import math
@@ -108,16 +110,19 @@ def _sga(v: torch.Tensor, tau: float) -> torch.Tensor:
 
 
 
-Z_HOLD = 0.5
+Z_HOLD = 0.0
 """Fraction of the steps. From here on the hyper-latent z is held, hard-rounded, and only y moves
-(1.0: z moves to the end). Held, its entropy parameters are constant, so the
-hyper-synthesis no longer runs forward or backward each step (the folded
-view keeps them, :mod:`codec.adapt.folded`), and y spends the second half
-fitting the ẑ the file will carry. On a 384x256 crop of kodim01, 90 steps,
-real RD cost against the forward pass: λ 0.002 -12.73 % moving z to the end,
--13.02 % held from half-way, -12.71 % from 70 %; λ 0.0067 -9.46 / -9.68 /
--9.72 %; λ 0.02 -5.93 / -6.16 / -6.14 %; about 10 % less CPU time."""
+(1.0: z moves to the end; 0.0: z keeps the analysis' value). Held, its entropy parameters are
+constant, so the hyper-synthesis no longer runs forward or backward each step (the folded view
+keeps them, :mod:`codec.adapt.folded`), and y fits the ẑ the file will carry.
 
+On the session-2 model (a 384x256 crop of kodim01, 90 steps, real RD cost against the forward
+pass) holding z from half-way beat moving it to the end (λ 0.002 -13.02 % against -12.73 %). On
+the 64/192 default (whole kodim01 and kodim02, ``balanced`` at λ 0.002/0.0067/0.02, real files)
+z never moving beat both: BD-rate against the hold from half-way -0.96 % and -3.16 %, where a hold
+from a quarter gave +0.59 % and +3.25 %; and without z's gradient every step skips the
+hyper-synthesis' backward (4.2 GFLOP forward and as much backward on a Kodak image, beside the
+synthesis' 9.2), about 15 % of the refinement's time."""
 
 Z_HOLD_MIN_STEPS = 60
 """Iterations. Shorter runs keep z moving to the end: the hold was measured on 90-step

@@ -33,7 +33,7 @@ MAX_SIDE = 48
 """Pixels. Largest side drawn: the max preset's 400 steps stay seconds, not minutes."""
 
 SUITE_REFINE_STEPS = 6
-"""Iterations. Most refinement steps a case draws in the suite (the presets run 90 and 400)."""
+"""Iterations. Most refinement steps a case draws in the suite (the presets run 72 and 400)."""
 
 SUITE_LAMBDA_STEPS = 3
 """Iterations. Most λ_k steps a case draws in the suite (the presets run 5 and 20)."""
