@@ -48,7 +48,8 @@ def _output_halves(layer: nn.Module, x: torch.Tensor) -> list | None:
 
     Each half is one call on whatever thread runs it (single-threaded in
     :func:`codec.tiling.run_all`), so the bits never depend on the thread
-    count (the halves equal the whole layer's output on every CPU measured).
+    count (on this project's CPUs the halves equal the whole layer's output:
+    tests/codec/test_decode_threads.py checks it where it runs).
     A gated layer decides from its whole input: it has no halves.
     """
     if type(layer) not in (nn.Conv2d, nn.ConvTranspose2d) or layer.out_channels % 2:
