@@ -38,7 +38,12 @@ PRESETS = {
             "refine_steps": 400, "lambda_steps": 20},
 }
 
+DEFAULT_PRESET = "balanced"
+"""The preset of a request that names none."""
+
 ROUNDINGS = ("sga", "noise", "ste")
+
+_DEFAULTS = PRESETS[DEFAULT_PRESET]
 
 
 @dataclass(frozen=True)
@@ -48,13 +53,13 @@ class EncodeOptions:
     target_bpp: float | None = None
     lmbda: float | None = None
     target_psnr: float | None = None
-    preset: str = "balanced"
-    refine: bool = True
-    adapt_lambda: bool = True
-    bias_search: bool = False
-    rate_control: bool = True
-    refine_steps: int = 72
-    lambda_steps: int = 5
+    preset: str = DEFAULT_PRESET
+    refine: bool = _DEFAULTS["refine"]
+    adapt_lambda: bool = _DEFAULTS["adapt_lambda"]
+    bias_search: bool = _DEFAULTS["bias_search"]
+    rate_control: bool = _DEFAULTS["rate_control"]
+    refine_steps: int = _DEFAULTS["refine_steps"]
+    lambda_steps: int = _DEFAULTS["lambda_steps"]
     rounding: str = "sga"
     model: str = DEFAULT_MODEL
 
@@ -87,7 +92,7 @@ def validate_options(options: dict | None) -> EncodeOptions:
     targets = [k for k in ("target_bpp", "lmbda", "target_psnr") if k in options]
     if len(targets) > 1:
         raise OptionsError(f"give at most one of target_bpp, lmbda, target_psnr (got {', '.join(targets)})")
-    preset = options.get("preset", "balanced")
+    preset = options.get("preset", DEFAULT_PRESET)
     if preset not in PRESETS:
         raise OptionsError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
     values = {"preset": preset, **PRESETS[preset]}
